@@ -1,0 +1,191 @@
+"""Bad input and faults: one clear message, no traceback, nothing lost."""
+import json
+import math
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import common
+from conftest import ROOT, assert_no_traceback, read_json, run_step
+
+QUICK = ["--epochs", "1", "--subset", "2000"]
+
+
+def copy_mnist(data_dir, tmp_path):
+    target = tmp_path / "mnist"
+    shutil.copytree(data_dir, target)
+    return target
+
+
+# 1. No data and no network.
+def test_missing_data_names_the_option_the_variable_and_the_layout(tmp_path):
+    start = time.monotonic()
+    result = run_step("step3_aug_sched", tmp_path / "out", tmp_path / "empty", *QUICK)
+    assert time.monotonic() - start < 60
+    assert result.returncode == 1
+    assert_no_traceback(result)
+    for words in ("--data-dir", "MNIST_DATA_DIR", "MNIST/raw", "train-images-idx3-ubyte"):
+        assert words in result.stderr
+
+
+# 2. Truncated or corrupted files are named and never used.
+@pytest.mark.parametrize("damage", ["truncate", "header", "bytes"])
+def test_damaged_mnist_file_is_named(tmp_path, data_dir, damage):
+    mnist = copy_mnist(data_dir, tmp_path)
+    victim = mnist / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    data = bytearray(victim.read_bytes())
+    if damage == "truncate":
+        data = data[:len(data) // 2]
+    elif damage == "header":
+        data[0:4] = b"\x00\x00\x08\x01"  # a label file's magic number
+    else:
+        data[5000:5100] = bytes(100)  # same size, other pixels: only the checksum sees it
+    victim.write_bytes(bytes(data))
+    result = run_step("step3_aug_sched", tmp_path / "out", mnist, *QUICK)
+    assert result.returncode == 1
+    assert_no_traceback(result)
+    assert "t10k-images-idx3-ubyte" in result.stderr
+    assert not (tmp_path / "out" / "step3_aug_sched.json").exists()
+
+
+# 3. Invalid options fail with a usage message before any data is read.
+@pytest.mark.parametrize("option", [
+    ["--epochs", "0"], ["--batch-size", "-5"], ["--lr", "0"], ["--lr", "nan"], ["--subset", "0"],
+    ["--device", "tpu"], ["--seeds", "1,x"], ["--epochs", "three"],
+    *([["--device", "cuda"]] if not torch.cuda.is_available() else []),
+    *([["--device", "mps"]] if not torch.backends.mps.is_available() else []),
+])
+def test_invalid_option_is_a_usage_error(tmp_path, option):
+    # A data folder that does not exist: reaching the data would print another error.
+    result = subprocess.run([sys.executable, str(ROOT / "step2_bn_gap.py"), "--data-dir",
+                             str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"), *option],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage:")
+    assert option[0] in result.stderr
+    assert "MNIST is not in" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# 4. Divergence stops training with the epoch and step, keeping what finished.
+def test_divergence_from_the_command_line(tmp_path, data_dir):
+    result = run_step("step1_skeleton", tmp_path, data_dir, "--epochs", "2", "--subset", "2000",
+                      "--lr", "1e9")
+    assert result.returncode == 1
+    assert_no_traceback(result)
+    assert "epoch 1" in result.stderr and "at step" in result.stderr
+    assert read_json(tmp_path / "step1_skeleton.json")["status"] == "diverged"
+
+
+def test_divergence_after_a_good_epoch_keeps_that_epoch(tmp_path, mnist):
+    import step2_bn_gap
+
+    def explode_in_second_epoch(model, args, steps_per_epoch):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 1.0 if step < steps_per_epoch else math.inf)
+        return optimizer, schedule
+
+    args = SimpleNamespace(epochs=3, batch_size=100, lr=0.01, subset=1000)
+    data = [mnist[0][:1000], mnist[1][:1000], mnist[2][:1000], mnist[3][:1000]]
+    path = tmp_path / "run.json"
+    with pytest.raises(common.Diverged, match=r"at step \d+ of epoch 2"):
+        common.train_one_seed("step2_bn_gap", step2_bn_gap.Net, explode_in_second_epoch, args, data,
+                              torch.device("cpu"), 1, path, quiet_summary=True)
+    record = read_json(path)
+    assert record["status"] == "diverged" and len(record["epochs"]) == 1
+    assert math.isfinite(record["epochs"][0]["train_loss"])
+
+
+# 5. Ctrl-C keeps the finished epochs; files are written atomically; a rerun works.
+def test_ctrl_c_keeps_finished_epochs_and_rerun_works(tmp_path, data_dir):
+    command = [sys.executable, str(ROOT / "step2_bn_gap.py"), "--device", "cpu", "--data-dir",
+               str(data_dir), "--out", str(tmp_path), "--subset", "1000", "--epochs", "500"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    json_path = tmp_path / "step2_bn_gap.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (json_path.exists() and read_json(json_path)["epochs"]):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr and "interrupted" in stderr
+    record = read_json(json_path)
+    assert record["status"] == "interrupted" and 1 <= len(record["epochs"]) < 500
+    assert not list(tmp_path.glob(".*.tmp"))
+    rerun = run_step("step2_bn_gap", tmp_path, data_dir, *QUICK)
+    assert rerun.returncode == 0, rerun.stderr
+    assert read_json(json_path)["status"] == "complete"
+
+
+def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "results.md"
+    common.write_atomically(path, "old\n")
+
+    def fail_halfway(f):
+        f.write(b"half of the new")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        common.write_atomically(path, save=fail_halfway)
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.md"]
+
+
+# 6. An output folder that cannot be written fails before training.
+def test_unwritable_output_folder_fails_before_training(tmp_path, data_dir):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    start = time.monotonic()
+    result = run_step("step3_aug_sched", blocker / "out", data_dir, "--epochs", "5")
+    assert time.monotonic() - start < 60
+    assert result.returncode == 1
+    assert_no_traceback(result)
+    assert "cannot write to the output folder" in result.stderr and "--out" in result.stderr
+    assert "epoch" not in result.stdout
+
+
+# 7. The same seed twice on the CPU gives the same numbers.
+def test_same_seed_same_metrics(tmp_path, data_dir):
+    runs = []
+    for name in ("a", "b"):
+        result = run_step("step3_aug_sched", tmp_path / name, data_dir, "--epochs", "2", "--subset", "1500")
+        assert result.returncode == 0, result.stderr
+        epochs = read_json(tmp_path / name / "step3_aug_sched.json")["epochs"]
+        runs.append([{k: v for k, v in e.items() if k != "train_seconds"} for e in epochs])
+    assert runs[0] == runs[1]
+
+
+# 8. --save-model writes weights that reproduce the reported accuracy; bad ones are refused.
+def test_saved_model_reproduces_test_accuracy(tmp_path, data_dir):
+    result = run_step("step2_bn_gap", tmp_path, data_dir, *QUICK, "--save-model")
+    assert result.returncode == 0, result.stderr
+    checkpoint = tmp_path / "step2_bn_gap.pt"
+    reported = read_json(tmp_path / "step2_bn_gap.json")["epochs"][-1]["test_acc"]
+    evaluation = run_step("step2_bn_gap", tmp_path, data_dir, "--evaluate", checkpoint)
+    assert evaluation.returncode == 0, evaluation.stderr
+    assert f"test accuracy {reported:.2f}%" in evaluation.stdout
+
+    import step2_bn_gap
+    model = step2_bn_gap.Net()
+    common.load_checkpoint(checkpoint, "step2_bn_gap", model)
+    _, accuracy, _ = common.evaluate(model, *common.load_mnist(data_dir, torch.device("cpu"), 1)[2:])
+    assert accuracy == reported
+
+    mismatched = run_step("step1_skeleton", tmp_path, data_dir, "--evaluate", checkpoint)
+    assert mismatched.returncode == 1
+    assert_no_traceback(mismatched)
+    assert "does not fit step1_skeleton" in mismatched.stderr
+
+    corrupted = tmp_path / "corrupted.pt"
+    corrupted.write_bytes(checkpoint.read_bytes()[:300])
+    broken = run_step("step2_bn_gap", tmp_path, data_dir, "--evaluate", corrupted)
+    assert broken.returncode == 1
+    assert_no_traceback(broken)
+    assert "corrupted" in broken.stderr
