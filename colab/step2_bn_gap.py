@@ -492,11 +492,17 @@ def results_table(runs):
     return "\n".join(lines)
 
 
-def write_results_md(json_paths, out_path, seeds_md=None):
-    """results.md from the steps' JSONs (and the seeds table, when there is one)."""
-    runs = [json.loads(Path(p).read_text()) for p in json_paths]
-    if not runs:
-        raise UserError("no step results to summarise: run the steps first (make all)")
+def write_results_md(json_paths, out_path, seeds_md=None, readme=None):
+    """results.md from the steps' JSONs (and the seeds table, when there is one); both
+    live at the project's top, so the image links work from either file."""
+    runs = []
+    for path in json_paths:
+        try:
+            runs.append(json.loads(Path(path).read_text()))
+        except FileNotFoundError:
+            raise UserError(f"{path} does not exist: run that step first (make all)") from None
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path} is not valid JSON ({error}): rerun that step") from None
     first = runs[0]
     same = all((r["seed"], r["device"]) == (first["seed"], first["device"]) for r in runs)
     setting = (f"seed {first['seed']}, device {first['device']}" if same else
@@ -526,6 +532,14 @@ def write_results_md(json_paths, out_path, seeds_md=None):
                  f"[confusion]({plots_dir}/{r['step']}_confusion.png), "
                  f"[misclassified]({plots_dir}/{r['step']}_misclassified.png))" for r in runs[:-1])]
     write_atomically(out_path, "\n".join(text) + "\n")
+    if readme is not None:  # the README quotes the same table, between two markers
+        start, end = "<!-- results:start -->", "<!-- results:end -->"
+        before, _, rest = Path(readme).read_text().partition(start)
+        _, found, after = rest.partition(end)
+        if not found:
+            raise UserError(f"{readme} has no {start} ... {end} section to update")
+        body = "\n".join(text[2:]).replace("\n## ", "\n### ")  # all but the title, one level down
+        write_atomically(readme, f"{before}{start}\n{body}\n{end}{after}")
 
 
 # -------------------------------------------------------------------------- checkpoint

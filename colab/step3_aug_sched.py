@@ -492,11 +492,17 @@ def results_table(runs):
     return "\n".join(lines)
 
 
-def write_results_md(json_paths, out_path, seeds_md=None):
-    """results.md from the steps' JSONs (and the seeds table, when there is one)."""
-    runs = [json.loads(Path(p).read_text()) for p in json_paths]
-    if not runs:
-        raise UserError("no step results to summarise: run the steps first (make all)")
+def write_results_md(json_paths, out_path, seeds_md=None, readme=None):
+    """results.md from the steps' JSONs (and the seeds table, when there is one); both
+    live at the project's top, so the image links work from either file."""
+    runs = []
+    for path in json_paths:
+        try:
+            runs.append(json.loads(Path(path).read_text()))
+        except FileNotFoundError:
+            raise UserError(f"{path} does not exist: run that step first (make all)") from None
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path} is not valid JSON ({error}): rerun that step") from None
     first = runs[0]
     same = all((r["seed"], r["device"]) == (first["seed"], first["device"]) for r in runs)
     setting = (f"seed {first['seed']}, device {first['device']}" if same else
@@ -526,6 +532,14 @@ def write_results_md(json_paths, out_path, seeds_md=None):
                  f"[confusion]({plots_dir}/{r['step']}_confusion.png), "
                  f"[misclassified]({plots_dir}/{r['step']}_misclassified.png))" for r in runs[:-1])]
     write_atomically(out_path, "\n".join(text) + "\n")
+    if readme is not None:  # the README quotes the same table, between two markers
+        start, end = "<!-- results:start -->", "<!-- results:end -->"
+        before, _, rest = Path(readme).read_text().partition(start)
+        _, found, after = rest.partition(end)
+        if not found:
+            raise UserError(f"{readme} has no {start} ... {end} section to update")
+        body = "\n".join(text[2:]).replace("\n## ", "\n### ")  # all but the title, one level down
+        write_atomically(readme, f"{before}{start}\n{body}\n{end}{after}")
 
 
 # -------------------------------------------------------------------------- checkpoint
@@ -654,6 +668,8 @@ def main_guard(main):
         sys.exit(130)
 
 # ------------------------------ from step3_aug_sched.py
+import math
+
 import torch
 import torch.nn as nn
 
@@ -662,7 +678,8 @@ SETTINGS = dict(epochs=15, batch_size=128, lr=0.1)
 DROPOUT = 0.05
 ROTATE_DEGREES = 7.0
 WEIGHT_DECAY = 1e-4
-WARMUP_FRACTION = 0.2  # share of the steps spent raising the rate to its peak
+WARMUP_END = 0.2  # share of the steps spent raising the rate to its peak
+ANNEAL_END = 0.75  # share of the steps after which the rate stays at its floor
 
 
 def conv_bn(in_channels, out_channels, padding=0):
@@ -674,26 +691,35 @@ def conv_bn(in_channels, out_channels, padding=0):
 class Net(nn.Module):
     def __init__(self):
         super().__init__()
-        self.block1 = nn.Sequential(conv_bn(1, 8), conv_bn(8, 8))  # 28 -> 24, RF 5
-        self.transition1 = nn.MaxPool2d(2)  # -> 12, RF 6
-        self.block2 = nn.Sequential(conv_bn(8, 16), conv_bn(16, 16))  # -> 8, RF 14
-        self.transition2 = nn.MaxPool2d(2)  # -> 4, RF 16
-        self.block3 = conv_bn(16, 24, padding=1)  # -> 4, RF 24
-        self.output = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(24, 10, 1), nn.Flatten())
+        # Padding keeps block 1 at 28x28, so the middle block works at 14 -> 8 (step 2: 12 -> 8).
+        self.block1 = nn.Sequential(conv_bn(1, 8, padding=1), conv_bn(8, 12, padding=1))  # 28, RF 5
+        self.transition1 = nn.MaxPool2d(2)  # -> 14, RF 6
+        self.block2 = nn.Sequential(conv_bn(12, 16), conv_bn(16, 16), conv_bn(16, 16))  # -> 8, RF 18
+        self.transition2 = nn.MaxPool2d(2)  # -> 4, RF 20
+        self.output = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(16, 10, 1), nn.Flatten())
 
     def forward(self, x):
         x = self.transition1(self.block1(x))
         x = self.transition2(self.block2(x))
-        return self.output(self.block3(x))
+        return self.output(x)
 
 
 def make_optimizer(model, args, steps_per_epoch):
-    """SGD with Nesterov momentum under a one-cycle schedule, stepped every batch."""
+    """SGD with Nesterov momentum. The rate rises linearly from 4% to 100% of --lr over the
+    first WARMUP_END of the steps, falls along a cosine to 1% at ANNEAL_END, and stays
+    there, so that the last epochs settle instead of still moving."""
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
                                 weight_decay=WEIGHT_DECAY)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, pct_start=WARMUP_FRACTION)
-    return optimizer, scheduler
+    total_steps = args.epochs * steps_per_epoch
+
+    def rate_factor(step):
+        progress = step / total_steps
+        if progress < WARMUP_END:
+            return 0.04 + 0.96 * progress / WARMUP_END
+        anneal = min(1.0, (progress - WARMUP_END) / (ANNEAL_END - WARMUP_END))
+        return 0.01 + 0.99 * (1 + math.cos(math.pi * anneal)) / 2
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, rate_factor)
 
 
 def main(argv=None):

@@ -62,6 +62,20 @@ def test_results_md_is_built_from_the_jsons(smoke_runs, tmp_path):
     assert "step3_aug_sched_curves.png" in text
 
 
+def test_readme_results_section_is_rewritten_from_the_jsons(smoke_runs, tmp_path):
+    out, _ = smoke_runs
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:start -->\nold numbers\n<!-- results:end -->\noutro\n")
+    result = run_script("common.py", "results", *[out / f"{s}.json" for s in STEPS],
+                        "--output", tmp_path / "results.md", "--readme", readme)
+    assert result.returncode == 0, result.stderr
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- results:start -->\n") and text.endswith("<!-- results:end -->\noutro\n")
+    assert "old numbers" not in text
+    table = "\n".join(line for line in (tmp_path / "results.md").read_text().splitlines() if line.startswith("|"))
+    assert table in text
+
+
 def test_results_md_without_jsons_is_a_clear_error(tmp_path):
     result = run_script("common.py", "results", tmp_path / "missing.json", "--output", tmp_path / "r.md")
     assert result.returncode != 0
