@@ -1,15 +1,20 @@
 # make all    every step, then results.md        make seeds   step 3 on five seeds
 # make test   the test suite                     make bench   training speed, results/bench.md
-# make colab  single-file copies in colab/       make clean   remove results/ and the venv
+# make colab  single-file copies in colab/       make results rebuild results.md from the JSONs
+# make clean  remove results/ and the venv
 # The data folder comes from MNIST_DATA_DIR (default: data/, downloaded there if missing).
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 STEPS := step1_skeleton step2_bn_gap step3_aug_sched
 SEEDS ?= 1,2,3,4,5
 
-.PHONY: all test seeds bench colab clean $(STEPS)
+.PHONY: all results test seeds bench colab clean $(STEPS)
 
 all: $(STEPS)
+	$(MAKE) --no-print-directory results
+
+# results.md and the README's results section, from the steps' JSONs (and results/seeds.md).
+results: $(VENV)/.installed
 	$(PYTHON) common.py results $(STEPS:%=results/%.json) --seeds-md results/seeds.md --output results.md --readme README.md
 	@cat results.md
 

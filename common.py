@@ -195,20 +195,37 @@ def random_angles(n, degrees, generator):
     return (torch.rand(n, generator=generator) * 2 - 1) * degrees
 
 
-def rotate(images, angles):
-    """Rotate each image of a batch by its own angle (degrees, counter-clockwise, about the
-    centre), filling the corners with the normalised background, as
-    transforms.RandomRotation does; bilinear sampling in one batched grid_sample."""
+def random_affine(n, augmentation, generator):
+    """Per image: an angle in [-degrees, degrees], a zoom in [1 - zoom, 1 + zoom] and a
+    shift in [-shift, shift] pixels along each axis, for `augmentation` =
+    dict(degrees=..., zoom=..., shift=...). Drawn on the CPU generator, so that every
+    device gets the same draws."""
+    angles = random_angles(n, augmentation["degrees"], generator)
+    zooms = 1 + (torch.rand(n, generator=generator) * 2 - 1) * augmentation.get("zoom", 0.0)
+    shifts = (torch.rand(n, 2, generator=generator) * 2 - 1) * augmentation.get("shift", 0.0)
+    return angles, zooms, shifts
+
+
+def affine(images, angles, zooms=None, shifts=None):
+    """Rotate each image of a batch by its own angle (degrees, counter-clockwise about the
+    centre, as transforms.RandomRotation), optionally zoom it (>1 enlarges) and shift it
+    (pixels, x then y; positive moves right and down); the uncovered area gets the
+    normalised background, as RandomRotation/RandomAffine with fill=0 give. Bilinear
+    sampling, one batched grid_sample."""
+    n, size = len(images), images.shape[-1]
     radians = angles.to(images.device, images.dtype) * (math.pi / 180)
-    cos, sin = torch.cos(radians), torch.sin(radians)
-    zero = torch.zeros_like(cos)
-    # affine_grid maps output coordinates to input ones, so this is the inverse rotation.
-    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    # Sampling outside the image gives 0; shift so that 0 is the background.
-    rotated = F.grid_sample(images - BACKGROUND, grid, mode="bilinear",
-                            padding_mode="zeros", align_corners=False)
-    return rotated + BACKGROUND
+    zooms = torch.ones_like(radians) if zooms is None else zooms.to(radians)
+    shifts = torch.zeros(n, 2).to(radians) if shifts is None else shifts.to(radians) * (2 / size)
+    # affine_grid maps output coordinates to input ones: the inverse of the transform,
+    # input = M (output - shift) with M = rotation / zoom.
+    cos, sin = torch.cos(radians) / zooms, torch.sin(radians) / zooms
+    matrix = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
+    offset = -(matrix @ shifts.unsqueeze(2))
+    grid = F.affine_grid(torch.cat([matrix, offset], 2), list(images.shape), align_corners=False)
+    # Sampling outside the image gives 0; shift values so that 0 is the background.
+    moved = F.grid_sample(images - BACKGROUND, grid, mode="bilinear", padding_mode="zeros",
+                          align_corners=False)
+    return moved + BACKGROUND
 
 
 # ----------------------------------------------------------------------- model summary
@@ -283,15 +300,17 @@ class Diverged(UserError):
 
 
 def train_epoch(model, optimizer, scheduler, images, labels, batch_size, generator,
-                rotate_degrees=0.0, desc="train", refresh_every=50):
-    """One pass over the training set in a fresh random order, augmenting on the device.
+                augmentation=None, desc="train", refresh_every=50):
+    """One pass over the training set in a fresh random order, augmenting on the device
+    when `augmentation` is given (see random_affine).
 
     Losses and counts stay on the device and are read every `refresh_every` steps (for
     the progress bar and the divergence check), not at every step, so a GPU never waits."""
     model.train()
     device, n = images.device, len(images)
     order = torch.randperm(n, generator=generator).to(device)
-    angles = random_angles(n, rotate_degrees, generator).to(device) if rotate_degrees else None
+    if augmentation:  # all of the epoch's random draws at once: one copy to the device
+        angles, zooms, shifts = (t.to(device) for t in random_affine(n, augmentation, generator))
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
@@ -302,8 +321,8 @@ def train_epoch(model, optimizer, scheduler, images, labels, batch_size, generat
     for step in bar:
         batch = order[step * batch_size:(step + 1) * batch_size]
         x, y = images[batch], labels[batch]
-        if angles is not None:
-            x = rotate(x, angles[batch])
+        if augmentation:
+            x = affine(x, angles[batch], zooms[batch], shifts[batch])
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -558,7 +577,7 @@ def load_checkpoint(path, step, model):
 
 
 def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, json_path,
-                   rotate_degrees=0.0, quiet_summary=False):
+                   augmentation=None, quiet_summary=False):
     """Train one model and write its JSON after every epoch (so an interrupted run keeps
     what it finished); returns the run's record and the final test predictions."""
     train_x, train_y, test_x, test_y = data
@@ -573,7 +592,7 @@ def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, 
                   macs=sum(r["macs"] for r in rows), seed=seed, device=str(device),
                   date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), torch=torch.__version__,
                   settings=dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                subset=args.subset, rotate_degrees=rotate_degrees),
+                                subset=args.subset, augmentation=augmentation),
                   status="running", epochs=[], seconds=0.0)
     start = time.perf_counter()
     predictions = None
@@ -581,7 +600,7 @@ def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, 
         for epoch in range(1, args.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
             stats = train_epoch(model, optimizer, scheduler, train_x, train_y, args.batch_size,
-                                generator, rotate_degrees, desc=f"epoch {epoch}/{args.epochs}")
+                                generator, augmentation, desc=f"epoch {epoch}/{args.epochs}")
             test_loss, test_acc, predictions = evaluate(model, test_x, test_y)
             record["epochs"].append(dict(epoch=epoch, lr=lr, **stats, test_loss=test_loss, test_acc=test_acc))
             record["seconds"] = time.perf_counter() - start
@@ -604,7 +623,7 @@ def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, 
     return record, model, predictions
 
 
-def run_step(step, model_class, make_optimizer, args, rotate_degrees=0.0):
+def run_step(step, model_class, make_optimizer, args, augmentation=None):
     """What `python stepN_*.py` does: check, load, train (one or several seeds), write."""
     device = pick_device(args.device)
     out = prepare_out_dir(args.out)
@@ -623,7 +642,7 @@ def run_step(step, model_class, make_optimizer, args, rotate_degrees=0.0):
         for i, seed in enumerate(args.seeds):
             print(f"--- seed {seed} ({i + 1} of {len(args.seeds)})")
             record, _, _ = train_one_seed(step, model_class, make_optimizer, args, data, device, seed,
-                                          out / "seeds" / f"{step}_seed{seed}.json", rotate_degrees,
+                                          out / "seeds" / f"{step}_seed{seed}.json", augmentation,
                                           quiet_summary=i > 0)
             runs.append(record)
         table = seeds_table(runs)
@@ -634,7 +653,7 @@ def run_step(step, model_class, make_optimizer, args, rotate_degrees=0.0):
         return
     json_path = out / f"{step}.json"
     record, model, predictions = train_one_seed(step, model_class, make_optimizer, args, data, device,
-                                                args.seed, json_path, rotate_degrees)
+                                                args.seed, json_path, augmentation)
     save_plots(out / step, record["epochs"], data[2], data[3], predictions)
     if args.save_model:
         save_checkpoint(out / f"{step}.pt", step, model)

@@ -1,11 +1,17 @@
-"""Step 3: rotation augmentation and a one-cycle schedule hold 99.4% with < 8,000 parameters.
+"""Step 3: augmentation and a learning-rate schedule hold 99.4% with < 8,000 parameters.
 
 Target
-    Step 2's network, trained better: every training image rotated by its own random
-    angle in [-ROTATE_DEGREES, ROTATE_DEGREES] (done in batches on the device), and a
-    one-cycle learning-rate schedule (warm up to --lr, then anneal to almost zero) with
-    Nesterov momentum and a little weight decay. Goal: at least 99.4% test accuracy in
-    each of the last epochs of at most 15, on any seed, with fewer than 8,000 parameters.
+    At least 99.4% test accuracy in each of the last 5 of 15 epochs, on any seed, with
+    fewer than 8,000 parameters. Step 2 stalled at 99.3% with a jumpy test curve, so:
+    - a schedule: the rate warms up to --lr over the first 20% of the steps, falls along
+      a cosine to 1% of it by 75%, and stays there, so the last epochs settle;
+    - augmentation: each training image gets its own random rotation (up to 10 degrees),
+      zoom (up to 10%) and shift (up to 2 pixels), done for the whole batch at once on
+      the device; it is the regulariser here, so dropout goes (it also cost a third of
+      every CPU epoch);
+    - the parameters move to where the digit is still large: block 1 is padded and stays
+      at 28x28, the middle block has three convolutions taking 14x14 to 8x8 (step 2:
+      two, 12x12 to 8x8), and no 3x3 layer is left on the 4x4 map.
 
 Result
     RESULT-STEP3
@@ -21,17 +27,18 @@ import torch.nn as nn
 from common import main_guard, parse_args, run_step
 
 SETTINGS = dict(epochs=15, batch_size=128, lr=0.1)
-DROPOUT = 0.05
-ROTATE_DEGREES = 7.0
+# Each training image: rotated up to 10 degrees, zoomed by up to 10%, shifted up to 2 pixels.
+AUGMENTATION = dict(degrees=10.0, zoom=0.1, shift=2.0)
 WEIGHT_DECAY = 1e-4
 WARMUP_END = 0.2  # share of the steps spent raising the rate to its peak
 ANNEAL_END = 0.75  # share of the steps after which the rate stays at its floor
 
 
 def conv_bn(in_channels, out_channels, padding=0):
-    """3x3 convolution -> BatchNorm -> ReLU -> dropout (no conv bias: BatchNorm has one)."""
+    """3x3 convolution -> BatchNorm -> ReLU (no conv bias: BatchNorm has one). No dropout:
+    the augmentation regularises, and dropout cost a third of the epoch on the CPU."""
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU(), nn.Dropout(DROPOUT))
+                         nn.BatchNorm2d(out_channels), nn.ReLU())
 
 
 class Net(nn.Module):
@@ -42,6 +49,7 @@ class Net(nn.Module):
         self.transition1 = nn.MaxPool2d(2)  # -> 14, RF 6
         self.block2 = nn.Sequential(conv_bn(12, 16), conv_bn(16, 16), conv_bn(16, 16))  # -> 8, RF 18
         self.transition2 = nn.MaxPool2d(2)  # -> 4, RF 20
+        # Average over the 4x4 map (RF 20 + 3 * 4 = 32), then a 1x1 convolution to 10 classes.
         self.output = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(16, 10, 1), nn.Flatten())
 
     def forward(self, x):
@@ -70,7 +78,7 @@ def make_optimizer(model, args, steps_per_epoch):
 
 def main(argv=None):
     args = parse_args(__doc__, SETTINGS, argv)
-    run_step("step3_aug_sched", Net, make_optimizer, args, rotate_degrees=ROTATE_DEGREES)
+    run_step("step3_aug_sched", Net, make_optimizer, args, augmentation=AUGMENTATION)
 
 
 if __name__ == "__main__":

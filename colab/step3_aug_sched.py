@@ -1,11 +1,17 @@
-"""Step 3: rotation augmentation and a one-cycle schedule hold 99.4% with < 8,000 parameters.
+"""Step 3: augmentation and a learning-rate schedule hold 99.4% with < 8,000 parameters.
 
 Target
-    Step 2's network, trained better: every training image rotated by its own random
-    angle in [-ROTATE_DEGREES, ROTATE_DEGREES] (done in batches on the device), and a
-    one-cycle learning-rate schedule (warm up to --lr, then anneal to almost zero) with
-    Nesterov momentum and a little weight decay. Goal: at least 99.4% test accuracy in
-    each of the last epochs of at most 15, on any seed, with fewer than 8,000 parameters.
+    At least 99.4% test accuracy in each of the last 5 of 15 epochs, on any seed, with
+    fewer than 8,000 parameters. Step 2 stalled at 99.3% with a jumpy test curve, so:
+    - a schedule: the rate warms up to --lr over the first 20% of the steps, falls along
+      a cosine to 1% of it by 75%, and stays there, so the last epochs settle;
+    - augmentation: each training image gets its own random rotation (up to 10 degrees),
+      zoom (up to 10%) and shift (up to 2 pixels), done for the whole batch at once on
+      the device; it is the regulariser here, so dropout goes (it also cost a third of
+      every CPU epoch);
+    - the parameters move to where the digit is still large: block 1 is padded and stays
+      at 28x28, the middle block has three convolutions taking 14x14 to 8x8 (step 2:
+      two, 12x12 to 8x8), and no 3x3 layer is left on the 4x4 map.
 
 Result
     RESULT-STEP3
@@ -207,20 +213,37 @@ def random_angles(n, degrees, generator):
     return (torch.rand(n, generator=generator) * 2 - 1) * degrees
 
 
-def rotate(images, angles):
-    """Rotate each image of a batch by its own angle (degrees, counter-clockwise, about the
-    centre), filling the corners with the normalised background, as
-    transforms.RandomRotation does; bilinear sampling in one batched grid_sample."""
+def random_affine(n, augmentation, generator):
+    """Per image: an angle in [-degrees, degrees], a zoom in [1 - zoom, 1 + zoom] and a
+    shift in [-shift, shift] pixels along each axis, for `augmentation` =
+    dict(degrees=..., zoom=..., shift=...). Drawn on the CPU generator, so that every
+    device gets the same draws."""
+    angles = random_angles(n, augmentation["degrees"], generator)
+    zooms = 1 + (torch.rand(n, generator=generator) * 2 - 1) * augmentation.get("zoom", 0.0)
+    shifts = (torch.rand(n, 2, generator=generator) * 2 - 1) * augmentation.get("shift", 0.0)
+    return angles, zooms, shifts
+
+
+def affine(images, angles, zooms=None, shifts=None):
+    """Rotate each image of a batch by its own angle (degrees, counter-clockwise about the
+    centre, as transforms.RandomRotation), optionally zoom it (>1 enlarges) and shift it
+    (pixels, x then y; positive moves right and down); the uncovered area gets the
+    normalised background, as RandomRotation/RandomAffine with fill=0 give. Bilinear
+    sampling, one batched grid_sample."""
+    n, size = len(images), images.shape[-1]
     radians = angles.to(images.device, images.dtype) * (math.pi / 180)
-    cos, sin = torch.cos(radians), torch.sin(radians)
-    zero = torch.zeros_like(cos)
-    # affine_grid maps output coordinates to input ones, so this is the inverse rotation.
-    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    # Sampling outside the image gives 0; shift so that 0 is the background.
-    rotated = F.grid_sample(images - BACKGROUND, grid, mode="bilinear",
-                            padding_mode="zeros", align_corners=False)
-    return rotated + BACKGROUND
+    zooms = torch.ones_like(radians) if zooms is None else zooms.to(radians)
+    shifts = torch.zeros(n, 2).to(radians) if shifts is None else shifts.to(radians) * (2 / size)
+    # affine_grid maps output coordinates to input ones: the inverse of the transform,
+    # input = M (output - shift) with M = rotation / zoom.
+    cos, sin = torch.cos(radians) / zooms, torch.sin(radians) / zooms
+    matrix = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
+    offset = -(matrix @ shifts.unsqueeze(2))
+    grid = F.affine_grid(torch.cat([matrix, offset], 2), list(images.shape), align_corners=False)
+    # Sampling outside the image gives 0; shift values so that 0 is the background.
+    moved = F.grid_sample(images - BACKGROUND, grid, mode="bilinear", padding_mode="zeros",
+                          align_corners=False)
+    return moved + BACKGROUND
 
 
 # ----------------------------------------------------------------------- model summary
@@ -295,15 +318,17 @@ class Diverged(UserError):
 
 
 def train_epoch(model, optimizer, scheduler, images, labels, batch_size, generator,
-                rotate_degrees=0.0, desc="train", refresh_every=50):
-    """One pass over the training set in a fresh random order, augmenting on the device.
+                augmentation=None, desc="train", refresh_every=50):
+    """One pass over the training set in a fresh random order, augmenting on the device
+    when `augmentation` is given (see random_affine).
 
     Losses and counts stay on the device and are read every `refresh_every` steps (for
     the progress bar and the divergence check), not at every step, so a GPU never waits."""
     model.train()
     device, n = images.device, len(images)
     order = torch.randperm(n, generator=generator).to(device)
-    angles = random_angles(n, rotate_degrees, generator).to(device) if rotate_degrees else None
+    if augmentation:  # all of the epoch's random draws at once: one copy to the device
+        angles, zooms, shifts = (t.to(device) for t in random_affine(n, augmentation, generator))
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
@@ -314,8 +339,8 @@ def train_epoch(model, optimizer, scheduler, images, labels, batch_size, generat
     for step in bar:
         batch = order[step * batch_size:(step + 1) * batch_size]
         x, y = images[batch], labels[batch]
-        if angles is not None:
-            x = rotate(x, angles[batch])
+        if augmentation:
+            x = affine(x, angles[batch], zooms[batch], shifts[batch])
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -570,7 +595,7 @@ def load_checkpoint(path, step, model):
 
 
 def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, json_path,
-                   rotate_degrees=0.0, quiet_summary=False):
+                   augmentation=None, quiet_summary=False):
     """Train one model and write its JSON after every epoch (so an interrupted run keeps
     what it finished); returns the run's record and the final test predictions."""
     train_x, train_y, test_x, test_y = data
@@ -585,7 +610,7 @@ def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, 
                   macs=sum(r["macs"] for r in rows), seed=seed, device=str(device),
                   date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), torch=torch.__version__,
                   settings=dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                subset=args.subset, rotate_degrees=rotate_degrees),
+                                subset=args.subset, augmentation=augmentation),
                   status="running", epochs=[], seconds=0.0)
     start = time.perf_counter()
     predictions = None
@@ -593,7 +618,7 @@ def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, 
         for epoch in range(1, args.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
             stats = train_epoch(model, optimizer, scheduler, train_x, train_y, args.batch_size,
-                                generator, rotate_degrees, desc=f"epoch {epoch}/{args.epochs}")
+                                generator, augmentation, desc=f"epoch {epoch}/{args.epochs}")
             test_loss, test_acc, predictions = evaluate(model, test_x, test_y)
             record["epochs"].append(dict(epoch=epoch, lr=lr, **stats, test_loss=test_loss, test_acc=test_acc))
             record["seconds"] = time.perf_counter() - start
@@ -616,7 +641,7 @@ def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, 
     return record, model, predictions
 
 
-def run_step(step, model_class, make_optimizer, args, rotate_degrees=0.0):
+def run_step(step, model_class, make_optimizer, args, augmentation=None):
     """What `python stepN_*.py` does: check, load, train (one or several seeds), write."""
     device = pick_device(args.device)
     out = prepare_out_dir(args.out)
@@ -635,7 +660,7 @@ def run_step(step, model_class, make_optimizer, args, rotate_degrees=0.0):
         for i, seed in enumerate(args.seeds):
             print(f"--- seed {seed} ({i + 1} of {len(args.seeds)})")
             record, _, _ = train_one_seed(step, model_class, make_optimizer, args, data, device, seed,
-                                          out / "seeds" / f"{step}_seed{seed}.json", rotate_degrees,
+                                          out / "seeds" / f"{step}_seed{seed}.json", augmentation,
                                           quiet_summary=i > 0)
             runs.append(record)
         table = seeds_table(runs)
@@ -646,7 +671,7 @@ def run_step(step, model_class, make_optimizer, args, rotate_degrees=0.0):
         return
     json_path = out / f"{step}.json"
     record, model, predictions = train_one_seed(step, model_class, make_optimizer, args, data, device,
-                                                args.seed, json_path, rotate_degrees)
+                                                args.seed, json_path, augmentation)
     save_plots(out / step, record["epochs"], data[2], data[3], predictions)
     if args.save_model:
         save_checkpoint(out / f"{step}.pt", step, model)
@@ -675,17 +700,18 @@ import torch.nn as nn
 
 
 SETTINGS = dict(epochs=15, batch_size=128, lr=0.1)
-DROPOUT = 0.05
-ROTATE_DEGREES = 7.0
+# Each training image: rotated up to 10 degrees, zoomed by up to 10%, shifted up to 2 pixels.
+AUGMENTATION = dict(degrees=10.0, zoom=0.1, shift=2.0)
 WEIGHT_DECAY = 1e-4
 WARMUP_END = 0.2  # share of the steps spent raising the rate to its peak
 ANNEAL_END = 0.75  # share of the steps after which the rate stays at its floor
 
 
 def conv_bn(in_channels, out_channels, padding=0):
-    """3x3 convolution -> BatchNorm -> ReLU -> dropout (no conv bias: BatchNorm has one)."""
+    """3x3 convolution -> BatchNorm -> ReLU (no conv bias: BatchNorm has one). No dropout:
+    the augmentation regularises, and dropout cost a third of the epoch on the CPU."""
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU(), nn.Dropout(DROPOUT))
+                         nn.BatchNorm2d(out_channels), nn.ReLU())
 
 
 class Net(nn.Module):
@@ -696,6 +722,7 @@ class Net(nn.Module):
         self.transition1 = nn.MaxPool2d(2)  # -> 14, RF 6
         self.block2 = nn.Sequential(conv_bn(12, 16), conv_bn(16, 16), conv_bn(16, 16))  # -> 8, RF 18
         self.transition2 = nn.MaxPool2d(2)  # -> 4, RF 20
+        # Average over the 4x4 map (RF 20 + 3 * 4 = 32), then a 1x1 convolution to 10 classes.
         self.output = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(16, 10, 1), nn.Flatten())
 
     def forward(self, x):
@@ -724,7 +751,7 @@ def make_optimizer(model, args, steps_per_epoch):
 
 def main(argv=None):
     args = parse_args(__doc__, SETTINGS, argv)
-    run_step("step3_aug_sched", Net, make_optimizer, args, rotate_degrees=ROTATE_DEGREES)
+    run_step("step3_aug_sched", Net, make_optimizer, args, augmentation=AUGMENTATION)
 
 
 if __name__ == "__main__":

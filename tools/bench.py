@@ -2,8 +2,8 @@
 
 One epoch each, same model, optimiser, schedule and batch size (step 3's):
   (a) compute only: forward + backward + optimiser step on batches made beforehand;
-  (b) our epoch: common.train_epoch (in-memory data, batched rotation, metrics, progress);
-  (c) the classic pipeline: torchvision MNIST + RandomRotation + ToTensor + Normalize
+  (b) our epoch: common.train_epoch (in-memory data, batched augmentation, metrics, progress);
+  (c) the classic pipeline: torchvision MNIST + RandomAffine + ToTensor + Normalize
       through DataLoader(num_workers=2, shuffle=True);
 and (b) again with channels-last memory and with torch.compile, to decide whether to adopt them.
 """
@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 import torchvision
+from tqdm import tqdm
 from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -53,8 +54,8 @@ def time_compute_only(data, device, batch_size):
     images, labels = data[0], data[1]
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(len(images), generator=generator).to(device)
-    angles = common.random_angles(len(images), step3.ROTATE_DEGREES, generator).to(device)
-    batches = [(common.rotate(images[b], angles[b]), labels[b]) for b in order.split(batch_size)]
+    angles, zooms, shifts = (t.to(device) for t in common.random_affine(len(images), step3.AUGMENTATION, generator))
+    batches = [(common.affine(images[b], angles[b], zooms[b], shifts[b]), labels[b]) for b in order.split(batch_size)]
     model, optimizer, scheduler = fresh_model(device, len(batches))
     for x, y in batches[:5]:  # warm-up
         training_step(model, optimizer, scheduler, x, y)
@@ -75,18 +76,20 @@ def time_our_epoch(data, device, batch_size, channels_last=False, compile_model=
     model, optimizer, scheduler = fresh_model(device, steps, channels_last, compile_model)
     warm = 20 * batch_size  # warm-up on a slice (for torch.compile: the compilation)
     common.train_epoch(model, optimizer, scheduler, images[:warm], labels[:warm], batch_size,
-                       torch.Generator().manual_seed(1), step3.ROTATE_DEGREES, desc="warm-up")
+                       torch.Generator().manual_seed(1), step3.AUGMENTATION, desc="warm-up")
     synchronize(device)
     start = time.perf_counter()
     common.train_epoch(model, optimizer, scheduler, images, labels, batch_size,
-                       torch.Generator().manual_seed(0), step3.ROTATE_DEGREES, desc="(b) our epoch")
+                       torch.Generator().manual_seed(0), step3.AUGMENTATION, desc="(b) our epoch")
     synchronize(device)
     return time.perf_counter() - start
 
 
 def time_classic_epoch(data_dir, device, batch_size):
     """(c): per-image PIL transforms in two worker processes."""
-    transform = transforms.Compose([transforms.RandomRotation(step3.ROTATE_DEGREES, fill=0),
+    aug = step3.AUGMENTATION
+    transform = transforms.Compose([transforms.RandomAffine(aug["degrees"], translate=(aug["shift"] / 28,) * 2,
+                                                            scale=(1 - aug["zoom"], 1 + aug["zoom"]), fill=0),
                                     transforms.ToTensor(),
                                     transforms.Normalize((common.MNIST_MEAN,), (common.MNIST_STD,))])
     dataset = torchvision.datasets.MNIST(data_dir, train=True, transform=transform)
@@ -95,7 +98,7 @@ def time_classic_epoch(data_dir, device, batch_size):
     model, optimizer, scheduler = fresh_model(device, len(loader))
     model.train()
     start = time.perf_counter()
-    for x, y in common.tqdm(loader, desc="(c) classic", leave=False, disable=None):
+    for x, y in tqdm(loader, desc="(c) classic", leave=False, disable=None):
         training_step(model, optimizer, scheduler, x.to(device, non_blocking=True), y.to(device, non_blocking=True))
     synchronize(device)
     return time.perf_counter() - start
@@ -119,9 +122,9 @@ def main():
 
     rows = [("(a) compute only: forward, backward, step", time_compute_only(data, device, batch_size))]
     print(f"{rows[-1][0]}: {rows[-1][1]:.1f} s", flush=True)
-    rows.append(("(b) our epoch: in-memory, batched rotation, metrics", time_our_epoch(data, device, batch_size)))
+    rows.append(("(b) our epoch: in-memory, batched augmentation, metrics", time_our_epoch(data, device, batch_size)))
     print(f"{rows[-1][0]}: {rows[-1][1]:.1f} s", flush=True)
-    rows.append(("(c) classic: DataLoader, 2 workers, PIL RandomRotation", time_classic_epoch(args.data_dir, device, batch_size)))
+    rows.append(("(c) classic: DataLoader, 2 workers, PIL RandomAffine", time_classic_epoch(args.data_dir, device, batch_size)))
     print(f"{rows[-1][0]}: {rows[-1][1]:.1f} s", flush=True)
     rows.append(("(b) with channels-last", time_our_epoch(data, device, batch_size, channels_last=True)))
     print(f"{rows[-1][0]}: {rows[-1][1]:.1f} s", flush=True)
