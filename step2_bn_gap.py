@@ -21,8 +21,8 @@ Analysis
     time: half the multiply-adds but 60% more seconds per epoch, because on a CPU the
     BatchNorm and dropout passes over the 26x26 and 24x24 maps cost more than the
     narrow convolutions themselves. Next (step 3): a learning-rate schedule that ends
-    low (steady last epochs), rotated training digits (more variety than 60,000 images
-    give), and spend the parameters where the map is still large.
+    low (steady last epochs), randomly rotated, zoomed and shifted training digits (more
+    variety than 60,000 images give), and the parameters spent where the map is large.
 """
 import torch
 import torch.nn as nn
