@@ -107,13 +107,19 @@ def test_divergence_after_a_good_epoch_keeps_that_epoch(tmp_path, mnist):
 def test_ctrl_c_keeps_finished_epochs_and_rerun_works(tmp_path, data_dir):
     command = [sys.executable, str(ROOT / "step2_bn_gap.py"), "--device", "cpu", "--data-dir",
                str(data_dir), "--out", str(tmp_path), "--subset", "1000", "--epochs", "500"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as in a terminal: a job started in the background by a non-interactive shell
+    # (as CI may run us) inherits an ignored SIGINT, so give the child the default back.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     json_path = tmp_path / "step2_bn_gap.json"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (json_path.exists() and read_json(json_path)["epochs"]):
-        time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (json_path.exists() and read_json(json_path)["epochs"]):
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
     assert process.returncode == 130
     assert "Traceback" not in stderr and "interrupted" in stderr
     record = read_json(json_path)
