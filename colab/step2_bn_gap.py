@@ -191,9 +191,10 @@ def load_mnist(data_dir, device, subset=None):
             for train in (True, False):
                 torchvision.datasets.MNIST(data_dir, train=train, download=True)
         except Exception as error:
+            reason = ([line for line in str(error).splitlines() if line.strip()] or [repr(error)])[-1]
             raise UserError(
                 f"MNIST is not in {os.path.abspath(data_dir)} and could not be downloaded "
-                f"({str(error).splitlines()[0]}).\nPoint --data-dir (or the {DATA_DIR_ENV} "
+                f"({reason.strip()}).\nPoint --data-dir (or the {DATA_DIR_ENV} "
                 f"environment variable) at a folder holding MNIST/raw/ with the files "
                 f"{', '.join(MNIST_FILES)}.") from None
         finally:
