@@ -13,7 +13,8 @@ STEPS = ["step1_skeleton", "step2_bn_gap", "step3_aug_sched"]
 
 
 def find_data_dir():
-    data_dir = Path(os.environ.get("MNIST_DATA_DIR", ROOT.parent / "shared" / "mnist"))
+    # Absolute, because some tests run a script from a temporary folder.
+    data_dir = Path(os.environ.get("MNIST_DATA_DIR", ROOT.parent / "shared" / "mnist")).resolve()
     if not (data_dir / "MNIST" / "raw" / "t10k-images-idx3-ubyte").exists():
         pytest.fail(f"real MNIST not found in {data_dir}: set MNIST_DATA_DIR")
     return data_dir
