@@ -1,42 +1,54 @@
 """Step 3: augmentation and a learning-rate schedule hold 99.4% with < 8,000 parameters.
 
 Target
-    At least 99.4% test accuracy in each of the last 5 of 15 epochs, on any seed, with
-    fewer than 8,000 parameters. Step 2 stalled at 99.3% with a jumpy test curve, so:
+    At least 99.4% test accuracy in each of the last 5 of 15 epochs, on any seed, and a
+    mean final accuracy of 99.5%, with fewer than 8,000 parameters. Step 2 stalled at
+    99.3% with a jumpy test curve, so:
     - a schedule: the rate warms up to --lr over the first 20% of the steps, falls along
       a cosine to 1% of it by 75%, and stays there, so the last epochs settle;
     - augmentation: each training image gets its own random rotation (up to 10 degrees),
       zoom (up to 10%) and shift (up to 2 pixels), done for the whole batch at once on
-      the device; it is the regulariser here, so dropout goes (it also cost a third of
-      every CPU epoch);
-    - the parameters move to where the digit is still large: block 1 is padded and stays
-      at 28x28, the middle block has three convolutions taking 14x14 to 8x8 (step 2:
-      two, 12x12 to 8x8), and no 3x3 layer is left on the 4x4 map.
+      the device; step 2's light dropout (5%) stays;
+    - the parameters move to where the digit is still large: block 1 is padded and runs
+      three convolutions at 28x28 (a 7x7 view of strokes and bends before the first
+      pool), the middle block has three convolutions taking 14x14 to 8x8 (step 2: two,
+      12x12 to 8x8), and no 3x3 layer is left on the 4x4 map.
 
 Result (`make all`, seed 1, CPU; results/step3_aug_sched.json)
-    7,578 parameters, 1.36 M multiply-adds per image, receptive field 32 px (20 before
-    the global average). Best train accuracy 99.33%, best test accuracy 99.48% (epoch
-    13), final 99.46%; at or above 99.4% in epochs 9-15. 10.6 s of training per epoch,
-    3.1 minutes for the step.
-    Over seeds 1-5 (`make seeds`, results/seeds.md): final accuracy 99.39% +- 0.05
-    (99.46, 99.35, 99.37, 99.44, 99.35); only seeds 1 and 4 stay at or above 99.4% in
-    all of their last 5 epochs; the worst of those 25 values is 99.27%.
+    7,662 parameters, 1.75 M multiply-adds per image, receptive field 34 px (22 before
+    the global average). Best train accuracy 99.11%, best test accuracy 99.39% (epoch
+    13), final 99.37%: seed 1 never reaches 99.4%. 26.5 s of training per epoch,
+    7.2 minutes for the step.
+    Over seeds 1-5 (`make seeds`, results/seeds.md): final accuracy 99.46% +- 0.06
+    (99.37, 99.48, 99.45, 99.46, 99.53); seeds 2-5 stay at or above 99.4% in all of their
+    last 5 epochs (from epoch 9 or 10 on); seed 1 stays at 99.36-99.39%, the worst value.
 
 Analysis
-    The schedule does its job: once the rate is at its floor (epoch 12) every seed's test
-    accuracy moves by less than 0.1 point from epoch to epoch, and the test loss is the
-    lowest of the three steps (0.017). The target is met on seed 1, the run above, but
-    not on any seed: the mean final accuracy is 0.11 point short of 99.5%, and 3 of 5
-    seeds end at 99.35-99.37%. Seed 1 is among the luckier draws, not the typical one.
-    Train accuracy (on augmented images) is 99.3%, level with test: the network is not
-    memorising any more, it has run out of capacity; more regularisation will not help.
-    Time: twice step 2's multiply-adds (the padded 28x28 block 1 is 0.73 M of the 1.36 M),
-    yet a slightly shorter epoch, because dropout is gone: on a CPU its masks over the
-    large maps cost more than these narrow convolutions. The augmentation itself is one
-    batched grid_sample, a few percent of the epoch (`make bench`).
-    Next: more capacity where it pays within 8,000 parameters (wider middle block, a
-    1x1 squeeze after block 1 to pay for it), more optimiser steps (batch 64), judged
-    on five seeds rather than one.
+    Close to the target, not on it: 4 of 5 seeds hold 99.4% from epoch 9 or 10 on, but
+    seed 1 ends 0.03 short, the worst value is 0.04 under 99.4%, and the mean final
+    accuracy is 0.04 short of 99.5%. The schedule does its job: once the rate is at its
+    floor (epoch 12) every seed moves by less than 0.1 point per epoch, so each seed's
+    level is set by where its run lands, not by which epoch one stops at.
+    What the changes bought, from the two `make seeds` tables (same seeds, same machine):
+    the previous version of this step (two padded convolutions at 28x28, 12 -> 16 -> 16
+    -> 16 in the middle, no dropout; 7,578 parameters, 1.36 M multiply-adds) ended at
+    99.46, 99.35, 99.37, 99.44, 99.35 (mean 99.39%, 2 of 5 seeds passing, worst 99.27%).
+    This version is better on seeds 2, 3, 4 and 5 and worse on seed 1. Development runs
+    on seeds 11-13 (one thread per run, `OMP_NUM_THREADS=1 ... --seeds 11,12,13`):
+    previous version 99.24 and 99.38 (seeds 11, 12); with the third 28x28 convolution
+    but DROPOUT = 0, 99.43 / 99.37 / 99.50; this version 99.50 / 99.49 / 99.44. Milder
+    augmentation (7 degrees, 5%, 1 pixel), weight decay 5e-4, a wider last layer (24
+    maps) and BatchNorm statistics recomputed on plain images before each test did not
+    move the previous layout beyond the seed-to-seed spread.
+    Time: this is the slowest step, 26.5 s per epoch against step 2's 13.2 s in the same
+    `make all`, for 2.5 times its 0.70 M multiply-adds per image. The third 28x28
+    convolution adds 0.45 M multiply-adds (1.75 M in all, against 1.36 M), and dropout, free in multiply-adds, costs about half again on a CPU, where drawing
+    its masks over the 28x28 maps costs more than these narrow convolutions (development
+    runs, one thread: 23 s per epoch with DROPOUT = 0, 35 s with 0.05).
+    Next: many of the 63 remaining errors are digits a person would hesitate over too
+    (the misclassified plot); the last 0.05 point at this size probably needs a
+    different kind of layer (depthwise-separable convolutions buy width for few
+    parameters) or a cheaper regulariser than dropout, judged on five seeds again.
 """
 # Generated by `make colab` (tools/make_colab.py) from common.py and step3_aug_sched.py.
 # Do not edit: change those files and run `make colab` again.
@@ -459,8 +471,10 @@ def save_plots(prefix, history, test_images, test_labels, predictions):
     ax_acc.plot(epochs, [e["train_acc"] for e in history], "o-", label="train")
     ax_acc.plot(epochs, [e["test_acc"] for e in history], "o-", label="test")
     ax_acc.axhline(TARGET_ACC, color="gray", linestyle="--", label=f"{TARGET_ACC}%")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy",
-               ylim=(max(90, min(e["test_acc"] for e in history) - 0.5), 100))
+    # Scale to the second half of training, where 99.x is decided; the loss panel shows the start.
+    late = [e[key] for e in history[len(history) // 2:] for key in ("train_acc", "test_acc")]
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy (second half scaled)",
+               ylim=(max(90, min(min(late), TARGET_ACC) - 0.3), 100))
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
@@ -722,27 +736,29 @@ import torch.nn as nn
 SETTINGS = dict(epochs=15, batch_size=128, lr=0.1)
 # Each training image: rotated up to 10 degrees, zoomed by up to 10%, shifted up to 2 pixels.
 AUGMENTATION = dict(degrees=10.0, zoom=0.1, shift=2.0)
+DROPOUT = 0.05
 WEIGHT_DECAY = 1e-4
 WARMUP_END = 0.2  # share of the steps spent raising the rate to its peak
 ANNEAL_END = 0.75  # share of the steps after which the rate stays at its floor
 
 
 def conv_bn(in_channels, out_channels, padding=0):
-    """3x3 convolution -> BatchNorm -> ReLU (no conv bias: BatchNorm has one). No dropout:
-    the augmentation regularises, and dropout cost a third of the epoch on the CPU."""
+    """3x3 convolution -> BatchNorm -> ReLU -> dropout (no conv bias: BatchNorm has one)."""
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU())
+                         nn.BatchNorm2d(out_channels), nn.ReLU(), nn.Dropout(DROPOUT))
 
 
 class Net(nn.Module):
     def __init__(self):
         super().__init__()
-        # Padding keeps block 1 at 28x28, so the middle block works at 14 -> 8 (step 2: 12 -> 8).
-        self.block1 = nn.Sequential(conv_bn(1, 8, padding=1), conv_bn(8, 12, padding=1))  # 28, RF 5
-        self.transition1 = nn.MaxPool2d(2)  # -> 14, RF 6
-        self.block2 = nn.Sequential(conv_bn(12, 16), conv_bn(16, 16), conv_bn(16, 16))  # -> 8, RF 18
-        self.transition2 = nn.MaxPool2d(2)  # -> 4, RF 20
-        # Average over the 4x4 map (RF 20 + 3 * 4 = 32), then a 1x1 convolution to 10 classes.
+        # Three padded convolutions at 28x28 see 7x7 pixels (strokes and their bends)
+        # before the first pool; the middle block then works at 14 -> 8 (step 2: 12 -> 8).
+        self.block1 = nn.Sequential(conv_bn(1, 8, padding=1), conv_bn(8, 8, padding=1),
+                                    conv_bn(8, 12, padding=1))  # 28, RF 7
+        self.transition1 = nn.MaxPool2d(2)  # -> 14, RF 8
+        self.block2 = nn.Sequential(conv_bn(12, 14), conv_bn(14, 16), conv_bn(16, 16))  # -> 8, RF 20
+        self.transition2 = nn.MaxPool2d(2)  # -> 4, RF 22
+        # Average over the 4x4 map (RF 22 + 3 * 4 = 34), then a 1x1 convolution to 10 classes.
         self.output = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(16, 10, 1), nn.Flatten())
 
     def forward(self, x):
