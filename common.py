@@ -207,12 +207,13 @@ def random_affine(n, augmentation, generator):
     return angles, zooms, shifts
 
 
-def affine(images, angles, zooms=None, shifts=None):
+def affine(images, angles, zooms=None, shifts=None, displacement=None):
     """Rotate each image of a batch by its own angle (degrees, counter-clockwise about the
     centre, as transforms.RandomRotation), optionally zoom it (>1 enlarges) and shift it
     (pixels, x then y; positive moves right and down); the uncovered area gets the
     normalised background, as RandomRotation/RandomAffine with fill=0 give. Bilinear
-    sampling, one batched grid_sample."""
+    sampling, one batched grid_sample. `displacement` (N x H x W x 2, pixels, x then y),
+    if given, moves the point each output pixel is sampled from (elastic warps)."""
     n, size = len(images), images.shape[-1]
     radians = angles.to(images.device, images.dtype) * (math.pi / 180)
     zooms = torch.ones_like(radians) if zooms is None else zooms.to(radians)
@@ -223,6 +224,8 @@ def affine(images, angles, zooms=None, shifts=None):
     matrix = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
     offset = -(matrix @ shifts.unsqueeze(2))
     grid = F.affine_grid(torch.cat([matrix, offset], 2), list(images.shape), align_corners=False)
+    if displacement is not None:
+        grid = grid + displacement.to(grid) * (2 / size)
     # Sampling outside the image gives 0; shift values so that 0 is the background.
     moved = F.grid_sample(images - BACKGROUND, grid, mode="bilinear", padding_mode="zeros",
                           align_corners=False)
