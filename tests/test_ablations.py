@@ -1,0 +1,85 @@
+"""tools/ablations.py: each variant is step 3 with exactly its one change, and runs."""
+import json
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn as nn
+
+import common
+import step3_aug_sched as step3
+from conftest import ROOT, run_script
+
+sys.path.insert(0, str(ROOT / "tools"))
+import ablations  # noqa: E402
+
+
+def make_variant(monkeypatch, name):
+    for module, attribute, value in ablations.VARIANTS[name][1]:
+        monkeypatch.setattr(module, attribute, value)
+
+
+def seeded_net():
+    common.seed_everything(3)
+    return step3.Net()
+
+
+def test_step3_variant_is_step3(monkeypatch):
+    reference = seeded_net().state_dict()
+    make_variant(monkeypatch, "step3")
+    variant = seeded_net().state_dict()
+    assert all(torch.equal(reference[key], variant[key]) for key in reference)
+
+
+@pytest.mark.parametrize("name", sorted(ablations.VARIANTS))
+def test_every_variant_keeps_the_budget_and_trains(monkeypatch, name, mnist):
+    make_variant(monkeypatch, name)
+    model = seeded_net()
+    assert common.count_params(model) < 8000
+    assert common.summarize(model)[-1]["rf"] >= 28
+    optimizer, scheduler = step3.make_optimizer(model, SimpleNamespace(lr=0.1, epochs=1), 4)
+    images, labels = mnist[0][:256], mnist[1][:256]
+    stats = common.train_epoch(model, optimizer, scheduler, images, labels, 64,
+                               torch.Generator().manual_seed(0), step3.AUGMENTATION)
+    assert stats["train_loss"] > 0 and torch.isfinite(torch.tensor(stats["train_loss"]))
+
+
+def test_layout_variants_change_only_what_they_say(monkeypatch):
+    make_variant(monkeypatch, "dropout-after-pool")
+    model = seeded_net()
+    assert not any(isinstance(m, nn.Dropout) for m in model.block1.modules())
+    assert isinstance(model.transition1[-1], nn.Dropout)
+    # Same convolutions, in the same order, as step 3: same first draws, same weights.
+    monkeypatch.undo()
+    reference = seeded_net()
+    assert torch.equal(model.block1[0][0].weight, reference.block1[0][0].weight)
+    make_variant(monkeypatch, "wide-28x28")
+    widths = [m.out_channels for m in seeded_net().modules() if isinstance(m, nn.Conv2d)]
+    assert widths == [10, 10, 12, 14, 14, 16, 10]
+
+
+def test_elastic_with_no_displacement_is_step3s_warp(monkeypatch):
+    images = torch.randn(6, 1, 28, 28)
+    angles, zooms, shifts = common.random_affine(6, step3.AUGMENTATION, torch.Generator().manual_seed(0))
+    monkeypatch.setattr(ablations, "ELASTIC_PIXELS", 0.0)
+    still = ablations.affine_and_elastic(images, angles, zooms, shifts)
+    assert torch.allclose(still, common.affine(images, angles, zooms, shifts), atol=1e-5)
+    monkeypatch.setattr(ablations, "ELASTIC_PIXELS", 2.0)
+    moved = ablations.affine_and_elastic(images, angles, zooms, shifts)
+    assert (moved - still).abs().max() > 0.1
+
+
+def test_cli_lists_variants_and_runs_one(tmp_path, data_dir):
+    listing = run_script("tools/ablations.py", "--list")
+    assert listing.returncode == 0
+    assert all(name in listing.stdout for name in ablations.VARIANTS)
+    bad = run_script("tools/ablations.py", "no-such-variant")
+    assert bad.returncode != 0 and "invalid choice" in bad.stderr
+    run = run_script("tools/ablations.py", "silu", "--seeds", "2", "--epochs", "1", "--subset", "2000",
+                     "--data-dir", data_dir, "--out", tmp_path, "--device", "cpu")
+    assert run.returncode == 0, run.stderr
+    assert "variant silu" in run.stdout
+    record = json.loads((tmp_path / "seeds" / "step3_aug_sched_seed2.json").read_text())
+    assert record["status"] == "complete" and record["params"] == 7662
+    assert "| 2 |" in (tmp_path / "seeds.md").read_text()

@@ -1,0 +1,118 @@
+"""Step 3 with one thing changed: the variants that step 3's Analysis reports, so that
+its figures can be rerun. Same data, schedule, seeds and tables as step 3 itself.
+
+    python tools/ablations.py --list
+    python tools/ablations.py silu --seeds 12,14          # -> results/ablations/silu/seeds.md
+    python tools/ablations.py step3 --batch-size 64 --lr 0.05 --seeds 11,12
+
+Every option after the variant's name is step 3's own (`python step3_aug_sched.py --help`);
+changes of batch size or rate need no variant. The Analysis figures were run with one
+thread per run, two runs side by side (`OMP_NUM_THREADS=1`); thread count changes the
+last digits of a run, so rerun them that way to get the same numbers.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common  # noqa: E402
+import step3_aug_sched as step3  # noqa: E402
+
+
+def conv_bn_with(activation=nn.ReLU, dropout=nn.Dropout):
+    """step3.conv_bn with another activation or dropout kind (same layers, same order)."""
+    def conv_bn(in_channels, out_channels, padding=0):
+        return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
+                             nn.BatchNorm2d(out_channels), activation(), dropout(step3.DROPOUT))
+    return conv_bn
+
+
+def layout(block1, block2, block1_dropout=True, dropout_after_pool=False):
+    """Step 3's layout with other widths: `block1` = channels of the three padded 28x28
+    convolutions, `block2` = those of the three unpadded 14 -> 8 ones."""
+    class Net(step3.Net):
+        def __init__(self):
+            nn.Module.__init__(self)  # not step3.Net's: its layers would use up random draws
+            conv_28 = step3.conv_bn if block1_dropout else conv_bn_with(dropout=nn.Identity)
+            a, b, c = block1
+            self.block1 = nn.Sequential(conv_28(1, a, 1), conv_28(a, b, 1), conv_28(b, c, 1))
+            self.transition1 = nn.Sequential(nn.MaxPool2d(2), *([nn.Dropout(step3.DROPOUT)]
+                                                                 if dropout_after_pool else []))
+            d, e, f = block2
+            self.block2 = nn.Sequential(step3.conv_bn(c, d), step3.conv_bn(d, e), step3.conv_bn(e, f))
+            self.transition2 = nn.MaxPool2d(2)
+            self.output = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(f, 10, 1), nn.Flatten())
+    return Net
+
+
+step3_affine = common.affine
+ELASTIC_PIXELS = 2.0  # largest displacement of the elastic variant's random field
+ELASTIC_POINTS = 4  # its control points per side: smooth over about 9 pixels
+
+
+def affine_and_elastic(images, angles, zooms=None, shifts=None):
+    """Step 3's affine warp and, in the same resampling, an elastic one: every pixel also
+    moves by a smooth random field, uniform random displacements on a 4x4 grid of
+    control points, interpolated (bicubic) to every pixel."""
+    n, size = len(images), images.shape[-1]
+    field = torch.rand(n, 2, ELASTIC_POINTS, ELASTIC_POINTS) * 2 - 1  # CPU draws, any device
+    field = F.interpolate(field, size=(size, size), mode="bicubic", align_corners=True)
+    displacement = field.permute(0, 2, 3, 1) * ELASTIC_PIXELS
+    return step3_affine(images, angles, zooms, shifts, displacement=displacement)
+
+
+# name: (what changes, [(module, attribute, new value), ...])
+VARIANTS = {
+    "step3": ("step 3 unchanged", []),
+    "no-dropout": ("no dropout (DROPOUT = 0)", [(step3, "DROPOUT", 0.0)]),
+    "dropout-0.1": ("dropout 0.1 instead of 0.05", [(step3, "DROPOUT", 0.1)]),
+    "dropout2d": ("Dropout2d (whole maps) instead of per-pixel dropout",
+                  [(step3, "conv_bn", conv_bn_with(dropout=nn.Dropout2d))]),
+    "silu": ("SiLU instead of ReLU", [(step3, "conv_bn", conv_bn_with(activation=nn.SiLU))]),
+    "mild-augmentation": ("7 degrees, 5% zoom, 1 pixel shift (step 3: 10, 10%, 2)",
+                          [(step3, "AUGMENTATION", dict(degrees=7.0, zoom=0.05, shift=1.0))]),
+    "elastic": (f"step 3's augmentation and an elastic warp of up to {ELASTIC_PIXELS:g} pixels",
+                [(common, "affine", affine_and_elastic)]),
+    "anneal-90": ("the cosine reaches its floor at 90% of the steps (step 3: 75%)",
+                  [(step3, "ANNEAL_END", 0.9)]),
+    "wide-28x28": ("1 -> 10 -> 10 -> 12 at 28x28, middle 12 -> 14 -> 14 -> 16",
+                   [(step3, "Net", layout((10, 10, 12), (14, 14, 16)))]),
+    "dropout-after-pool": ("no dropout in block 1, one dropout after the first pool",
+                           [(step3, "Net", layout((8, 8, 12), (14, 16, 16), block1_dropout=False,
+                                                  dropout_after_pool=True))]),
+}
+
+
+def apply(name):
+    """Make step 3 into variant `name` (for this process: run one variant per process)."""
+    for module, attribute, value in VARIANTS[name][1]:
+        setattr(module, attribute, value)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Every other option is step 3's: see `python step3_aug_sched.py --help`. "
+               "Results go to results/ablations/<variant>/ unless --out says otherwise.")
+    parser.add_argument("variant", nargs="?", choices=VARIANTS, metavar="VARIANT",
+                        help="which change to make: " + ", ".join(VARIANTS))
+    parser.add_argument("--list", action="store_true", help="describe every variant and stop")
+    known, step_argv = parser.parse_known_args(argv)
+    if known.list or known.variant is None:
+        width = max(map(len, VARIANTS))
+        print("\n".join(f"{name:{width}}  {what}" for name, (what, _) in VARIANTS.items()))
+        return
+    apply(known.variant)
+    args = common.parse_args(step3.__doc__, step3.SETTINGS,
+                             ["--out", f"results/ablations/{known.variant}", *step_argv])
+    print(f"variant {known.variant}: {VARIANTS[known.variant][0]}")
+    common.run_step("step3_aug_sched", step3.Net, step3.make_optimizer, args,
+                    augmentation=step3.AUGMENTATION)
+
+
+if __name__ == "__main__":
+    common.main_guard(main)
