@@ -31,9 +31,10 @@ def conv_bn_with(activation=nn.ReLU, dropout=nn.Dropout):
     return conv_bn
 
 
-def layout(block1, block2, block1_dropout=True, dropout_after_pool=False):
+def layout(block1, block2, block1_dropout=True, dropout_after_pool=False, last_after_pool=False):
     """Step 3's layout with other widths: `block1` = channels of the three padded 28x28
-    convolutions, `block2` = those of the three unpadded 14 -> 8 ones."""
+    convolutions, `block2` = those of the three unpadded ones after the first pool (14 -> 8);
+    `last_after_pool` moves the last of them after the second pool (14 -> 10, pool, 5 -> 3)."""
     class Net(step3.Net):
         def __init__(self):
             nn.Module.__init__(self)  # not step3.Net's: its layers would use up random draws
@@ -43,8 +44,9 @@ def layout(block1, block2, block1_dropout=True, dropout_after_pool=False):
             self.transition1 = nn.Sequential(nn.MaxPool2d(2), *([nn.Dropout(step3.DROPOUT)]
                                                                  if dropout_after_pool else []))
             d, e, f = block2
-            self.block2 = nn.Sequential(step3.conv_bn(c, d), step3.conv_bn(d, e), step3.conv_bn(e, f))
-            self.transition2 = nn.MaxPool2d(2)
+            middle = [step3.conv_bn(c, d), step3.conv_bn(d, e), step3.conv_bn(e, f)]
+            self.block2 = nn.Sequential(*middle[:2 if last_after_pool else 3])
+            self.transition2 = nn.Sequential(nn.MaxPool2d(2), *(middle[2:] if last_after_pool else []))
             self.output = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(f, 10, 1), nn.Flatten())
     return Net
 
@@ -81,6 +83,9 @@ VARIANTS = {
                   [(step3, "ANNEAL_END", 0.9)]),
     "wide-28x28": ("1 -> 10 -> 10 -> 12 at 28x28, middle 12 -> 14 -> 14 -> 16",
                    [(step3, "Net", layout((10, 10, 12), (14, 14, 16)))]),
+    "last-conv-after-pool": ("the last 3x3 convolution after the second pool (5 -> 3, RF 26 "
+                             "before the average) instead of before it (10 -> 8, RF 20)",
+                             [(step3, "Net", layout((8, 8, 12), (14, 16, 16), last_after_pool=True))]),
     "dropout-after-pool": ("no dropout in block 1, one dropout after the first pool",
                            [(step3, "Net", layout((8, 8, 12), (14, 16, 16), block1_dropout=False,
                                                   dropout_after_pool=True))]),
