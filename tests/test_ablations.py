@@ -16,8 +16,7 @@ import ablations  # noqa: E402
 
 
 def make_variant(monkeypatch, name):
-    for module, attribute, value in ablations.VARIANTS[name][1]:
-        monkeypatch.setattr(module, attribute, value)
+    ablations.apply(name, monkeypatch.setattr)
 
 
 def seeded_net():

@@ -92,10 +92,11 @@ VARIANTS = {
 }
 
 
-def apply(name):
-    """Make step 3 into variant `name` (for this process: run one variant per process)."""
+def apply(name, set_attribute=setattr):
+    """Make step 3 into variant `name` (for this process: run one variant per process;
+    tests pass monkeypatch.setattr, which undoes it)."""
     for module, attribute, value in VARIANTS[name][1]:
-        setattr(module, attribute, value)
+        set_attribute(module, attribute, value)
 
 
 def main(argv=None):
