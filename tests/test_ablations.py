@@ -82,3 +82,28 @@ def test_cli_lists_variants_and_runs_one(tmp_path, data_dir):
     record = json.loads((tmp_path / "seeds" / "step3_aug_sched_seed2.json").read_text())
     assert record["status"] == "complete" and record["params"] == 7662
     assert "| 2 |" in (tmp_path / "seeds.md").read_text()
+
+
+def test_shear_with_no_slope_is_step3s_warp_and_slants_otherwise(monkeypatch):
+    images = torch.randn(6, 1, 28, 28)
+    angles, zooms, shifts = common.random_affine(6, step3.AUGMENTATION, torch.Generator().manual_seed(0))
+    monkeypatch.setattr(ablations, "SHEAR", 0.0)
+    still = ablations.affine_and_shear(images, angles, zooms, shifts)
+    assert torch.allclose(still, common.affine(images, angles, zooms, shifts), atol=1e-5)
+    # A vertical bar, sheared: its top and bottom rows end up in different columns.
+    bar = torch.full((1, 1, 28, 28), common.BACKGROUND)
+    bar[..., 13:15] = 2.0
+    monkeypatch.setattr(ablations, "SHEAR", 0.3)
+    monkeypatch.setattr(torch, "rand", lambda n: torch.ones(n))  # the largest slope
+    slanted = ablations.affine_and_shear(bar, torch.zeros(1))
+    top, bottom = slanted[0, 0, 2].argmax(), slanted[0, 0, 25].argmax()
+    assert abs(int(top) - int(bottom)) >= 6  # 0.3 * 23 rows apart ~ 7 columns
+
+
+def test_blur_max_pool_halves_the_map_and_keeps_a_flat_one_flat():
+    pool = ablations.blur_max_pool()
+    flat = torch.full((2, 3, 8, 8), 5.0)
+    out = pool(flat)
+    assert out.shape == (2, 3, 4, 4)
+    assert torch.allclose(out[..., 1:-1, 1:-1], torch.full_like(out[..., 1:-1, 1:-1], 5.0))  # edges see padding
+    assert sum(p.numel() for p in pool.parameters()) == 0

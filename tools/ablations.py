@@ -51,6 +51,61 @@ def layout(block1, block2, block1_dropout=True, dropout_after_pool=False, last_a
     return Net
 
 
+class BinomialBlur(nn.AvgPool2d):
+    """A fixed 3x3 binomial blur ([1, 2, 1] x [1, 2, 1] / 16) taken at stride 2, for each
+    channel. An AvgPool2d(3, 2, 1) by type, so that the model summary counts its
+    receptive field; no parameters."""
+    def __init__(self):
+        super().__init__(3, stride=2, padding=1)
+        binomial = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("weight", (binomial[:, None] * binomial[None, :] / 16)[None, None])
+
+    def forward(self, x):
+        channels = x.shape[1]
+        return F.conv2d(x, self.weight.expand(channels, 1, 3, 3), stride=2, padding=1,
+                        groups=channels)
+
+
+def blur_max_pool():
+    """Anti-aliased max-pool (Zhang, "Making convolutional networks shift-invariant again",
+    2019): the max over 2x2 at stride 1, then the binomial blur at stride 2. Same output
+    size as nn.MaxPool2d(2) for even sizes."""
+    return nn.Sequential(nn.MaxPool2d(2, stride=1), BinomialBlur())
+
+
+def with_blur_pool(net_class):
+    """`net_class` with both max-pools anti-aliased."""
+    class Net(net_class):
+        def __init__(self):
+            super().__init__()
+            self.transition1, self.transition2 = blur_max_pool(), blur_max_pool()
+    return Net
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation (Hu et al. 2018): each channel scaled by a gate in (0, 1)
+    computed from the average of all channels over the whole map."""
+    def __init__(self, channels, reduction=4):
+        super().__init__()
+        self.gate = nn.Sequential(nn.Conv2d(channels, channels // reduction, 1), nn.ReLU(),
+                                  nn.Conv2d(channels // reduction, channels, 1), nn.Sigmoid())
+
+    def forward(self, x):
+        # The mean as a tensor op, not a pooling layer: the summary's receptive field is
+        # that of the path through the convolutions.
+        return x * self.gate(x.mean((2, 3), keepdim=True))
+
+
+def with_squeeze_excite(net_class):
+    """`net_class` with a squeeze-and-excitation gate at the end of both blocks."""
+    class Net(net_class):
+        def __init__(self):
+            super().__init__()
+            self.block1.append(SqueezeExcite(self.block1[-1][0].out_channels))
+            self.block2.append(SqueezeExcite(self.block2[-1][0].out_channels))
+    return Net
+
+
 step3_affine = common.affine
 ELASTIC_PIXELS = 2.0  # largest displacement of the elastic variant's random field
 ELASTIC_POINTS = 4  # its control points per side: smooth over about 9 pixels
@@ -67,6 +122,21 @@ def affine_and_elastic(images, angles, zooms=None, shifts=None):
     return step3_affine(images, angles, zooms, shifts, displacement=displacement)
 
 
+SHEAR = 0.15  # largest horizontal shear of the shear variant (x moves by SHEAR * y)
+
+
+def affine_and_shear(images, angles, zooms=None, shifts=None):
+    """Step 3's affine warp and, in the same resampling, a random horizontal shear about
+    the centre (the slant of handwriting): x moves by s * (y - centre), s uniform in
+    [-SHEAR, SHEAR] per image."""
+    n, size = len(images), images.shape[-1]
+    slopes = (torch.rand(n) * 2 - 1) * SHEAR  # CPU draws, any device
+    rows = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    displacement = torch.zeros(n, size, size, 2)
+    displacement[..., 0] = slopes[:, None, None] * rows[None, :, None]
+    return step3_affine(images, angles, zooms, shifts, displacement=displacement)
+
+
 # name: (what changes, [(module, attribute, new value), ...])
 VARIANTS = {
     "step3": ("step 3 unchanged", []),
@@ -79,6 +149,8 @@ VARIANTS = {
                           [(step3, "AUGMENTATION", dict(degrees=7.0, zoom=0.05, shift=1.0))]),
     "elastic": (f"step 3's augmentation and an elastic warp of up to {ELASTIC_PIXELS:g} pixels",
                 [(common, "affine", affine_and_elastic)]),
+    "shear": (f"step 3's augmentation and a random slant (horizontal shear up to {SHEAR:g})",
+              [(common, "affine", affine_and_shear)]),
     "anneal-90": ("the cosine reaches its floor at 90% of the steps (step 3: 75%)",
                   [(step3, "ANNEAL_END", 0.9)]),
     "wide-28x28": ("1 -> 10 -> 10 -> 12 at 28x28, middle 12 -> 14 -> 14 -> 16",
@@ -89,6 +161,15 @@ VARIANTS = {
     "dropout-after-pool": ("no dropout in block 1, one dropout after the first pool",
                            [(step3, "Net", layout((8, 8, 12), (14, 16, 16), block1_dropout=False,
                                                   dropout_after_pool=True))]),
+    "blur-pool": ("anti-aliased max-pools: max at stride 1, then a 3x3 blur at stride 2",
+                  [(step3, "Net", with_blur_pool(step3.Net))]),
+    "squeeze-excite": ("a squeeze-and-excitation gate after each block (235 parameters)",
+                       [(step3, "Net", with_squeeze_excite(step3.Net))]),
+    "wide-end": ("middle 12 -> 12 -> 16 -> 20: 20 channels into the average (step 3: 16)",
+                 [(step3, "Net", layout((8, 8, 12), (12, 16, 20)))]),
+    "wide-end-short-warmup": ("wide-end, and the warm-up over 5% of the steps (step 3: 20%)",
+                              [(step3, "Net", layout((8, 8, 12), (12, 16, 20))),
+                               (step3, "WARMUP_END", 0.05)]),
 }
 
 
