@@ -58,14 +58,16 @@ def test_layout_variants_change_only_what_they_say(monkeypatch):
     assert widths == [10, 10, 12, 14, 14, 16, 10]
 
 
-def test_elastic_with_no_displacement_is_step3s_warp(monkeypatch):
+@pytest.mark.parametrize("warp, size_name, size", [("affine_and_elastic", "ELASTIC_PIXELS", 2.0),
+                                                    ("affine_and_shear", "SHEAR", 0.15)])
+def test_extra_warp_of_size_zero_is_step3s_warp(monkeypatch, warp, size_name, size):
     images = torch.randn(6, 1, 28, 28)
     angles, zooms, shifts = common.random_affine(6, step3.AUGMENTATION, torch.Generator().manual_seed(0))
-    monkeypatch.setattr(ablations, "ELASTIC_PIXELS", 0.0)
-    still = ablations.affine_and_elastic(images, angles, zooms, shifts)
+    monkeypatch.setattr(ablations, size_name, 0.0)
+    still = getattr(ablations, warp)(images, angles, zooms, shifts)
     assert torch.allclose(still, common.affine(images, angles, zooms, shifts), atol=1e-5)
-    monkeypatch.setattr(ablations, "ELASTIC_PIXELS", 2.0)
-    moved = ablations.affine_and_elastic(images, angles, zooms, shifts)
+    monkeypatch.setattr(ablations, size_name, size)
+    moved = getattr(ablations, warp)(images, angles, zooms, shifts)
     assert (moved - still).abs().max() > 0.1
 
 
@@ -84,20 +86,14 @@ def test_cli_lists_variants_and_runs_one(tmp_path, data_dir):
     assert "| 2 |" in (tmp_path / "seeds.md").read_text()
 
 
-def test_shear_with_no_slope_is_step3s_warp_and_slants_otherwise(monkeypatch):
-    images = torch.randn(6, 1, 28, 28)
-    angles, zooms, shifts = common.random_affine(6, step3.AUGMENTATION, torch.Generator().manual_seed(0))
-    monkeypatch.setattr(ablations, "SHEAR", 0.0)
-    still = ablations.affine_and_shear(images, angles, zooms, shifts)
-    assert torch.allclose(still, common.affine(images, angles, zooms, shifts), atol=1e-5)
-    # A vertical bar, sheared: its top and bottom rows end up in different columns.
+def test_shear_slants_a_vertical_bar(monkeypatch):
     bar = torch.full((1, 1, 28, 28), common.BACKGROUND)
     bar[..., 13:15] = 2.0
     monkeypatch.setattr(ablations, "SHEAR", 0.3)
     monkeypatch.setattr(torch, "rand", lambda n: torch.ones(n))  # the largest slope
     slanted = ablations.affine_and_shear(bar, torch.zeros(1))
     top, bottom = slanted[0, 0, 2].argmax(), slanted[0, 0, 25].argmax()
-    assert abs(int(top) - int(bottom)) >= 6  # 0.3 * 23 rows apart ~ 7 columns
+    assert abs(int(top) - int(bottom)) >= 6  # 0.3 * 23 rows apart: about 7 columns
 
 
 def test_blur_max_pool_halves_the_map_and_keeps_a_flat_one_flat():
