@@ -795,6 +795,7 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 SETTINGS = dict(epochs=15, batch_size=128, lr=0.1)
@@ -812,6 +813,29 @@ def conv_bn(in_channels, out_channels, padding=0):
                          nn.BatchNorm2d(out_channels), nn.ReLU(), nn.Dropout(DROPOUT))
 
 
+class BinomialBlur(nn.AvgPool2d):
+    """A fixed 3x3 binomial blur ([1, 2, 1] x [1, 2, 1] / 16) taken at stride 2, for each
+    channel. An AvgPool2d(3, 2, 1) by type, so that the model summary counts its
+    receptive field; no parameters."""
+    def __init__(self):
+        super().__init__(3, stride=2, padding=1)
+        binomial = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("weight", (binomial[:, None] * binomial[None, :] / 16)[None, None])
+
+    def forward(self, x):
+        channels = x.shape[1]
+        return F.conv2d(x, self.weight.expand(channels, 1, 3, 3), stride=2, padding=1,
+                        groups=channels)
+
+
+def pool():
+    """Anti-aliased max-pool (Zhang, "Making convolutional networks shift-invariant again",
+    2019): the max over 2x2 at stride 1, then the blur at stride 2. A plain 2x2 max-pool
+    keeps one pixel of four, so a one-pixel shift of the digit can change what passes;
+    blurring before subsampling makes the output move smoothly with the input."""
+    return nn.Sequential(nn.MaxPool2d(2, stride=1), BinomialBlur())
+
+
 class Net(nn.Module):
     def __init__(self):
         super().__init__()
@@ -819,10 +843,10 @@ class Net(nn.Module):
         # before the first pool; the middle block then works at 14 -> 8 (step 2: 12 -> 8).
         self.block1 = nn.Sequential(conv_bn(1, 8, padding=1), conv_bn(8, 8, padding=1),
                                     conv_bn(8, 12, padding=1))  # 28, RF 7
-        self.transition1 = nn.MaxPool2d(2)  # -> 14, RF 8
-        self.block2 = nn.Sequential(conv_bn(12, 14), conv_bn(14, 16), conv_bn(16, 16))  # -> 8, RF 20
-        self.transition2 = nn.MaxPool2d(2)  # -> 4, RF 22
-        # Average over the 4x4 map (RF 22 + 3 * 4 = 34), then a 1x1 convolution to 10 classes.
+        self.transition1 = pool()  # -> 14, RF 10
+        self.block2 = nn.Sequential(conv_bn(12, 14), conv_bn(14, 16), conv_bn(16, 16))  # -> 8, RF 22
+        self.transition2 = pool()  # -> 4, RF 28
+        # Average over the 4x4 map (RF 28 + 3 * 4 = 40), then a 1x1 convolution to 10 classes.
         self.output = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(16, 10, 1), nn.Flatten())
 
     def forward(self, x):

@@ -96,8 +96,15 @@ def test_shear_slants_a_vertical_bar(monkeypatch):
     assert abs(int(top) - int(bottom)) >= 6  # 0.3 * 23 rows apart: about 7 columns
 
 
-def test_blur_max_pool_halves_the_map_and_keeps_a_flat_one_flat():
-    pool = ablations.blur_max_pool()
+def test_max_pool_variant_is_plain_max_pools(monkeypatch):
+    make_variant(monkeypatch, "max-pool")
+    model = seeded_net()
+    assert isinstance(model.transition1, nn.MaxPool2d) and isinstance(model.transition2, nn.MaxPool2d)
+    assert common.summarize(model)[-1]["rf"] == 34
+
+
+def test_step3_pool_halves_the_map_and_keeps_a_flat_one_flat():
+    pool = step3.pool()
     flat = torch.full((2, 3, 8, 8), 5.0)
     out = pool(flat)
     assert out.shape == (2, 3, 4, 4)

@@ -8,7 +8,9 @@ its figures can be rerun. Same data, schedule, seeds and tables as step 3 itself
 Every option after the variant's name is step 3's own (`python step3_aug_sched.py --help`);
 changes of batch size or rate need no variant. The Analysis figures were run with one
 thread per run, two runs side by side (`OMP_NUM_THREADS=1`); thread count changes the
-last digits of a run, so rerun them that way to get the same numbers.
+last digits of a run, so rerun them that way to get the same numbers. Step 3's pools
+became anti-aliased after commit 4ba6796; the figures of the other variants were measured
+on the step before that (plain max-pools), so rerun them at that commit.
 """
 import argparse
 import sys
@@ -41,47 +43,13 @@ def layout(block1, block2, block1_dropout=True, dropout_after_pool=False, last_a
             conv_28 = step3.conv_bn if block1_dropout else conv_bn_with(dropout=nn.Identity)
             a, b, c = block1
             self.block1 = nn.Sequential(conv_28(1, a, 1), conv_28(a, b, 1), conv_28(b, c, 1))
-            self.transition1 = nn.Sequential(nn.MaxPool2d(2), *([nn.Dropout(step3.DROPOUT)]
-                                                                 if dropout_after_pool else []))
+            self.transition1 = nn.Sequential(step3.pool(), *([nn.Dropout(step3.DROPOUT)]
+                                                             if dropout_after_pool else []))
             d, e, f = block2
             middle = [step3.conv_bn(c, d), step3.conv_bn(d, e), step3.conv_bn(e, f)]
             self.block2 = nn.Sequential(*middle[:2 if last_after_pool else 3])
-            self.transition2 = nn.Sequential(nn.MaxPool2d(2), *(middle[2:] if last_after_pool else []))
+            self.transition2 = nn.Sequential(step3.pool(), *(middle[2:] if last_after_pool else []))
             self.output = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(f, 10, 1), nn.Flatten())
-    return Net
-
-
-class BinomialBlur(nn.AvgPool2d):
-    """A fixed 3x3 binomial blur ([1, 2, 1] x [1, 2, 1] / 16) taken at stride 2, for each
-    channel. An AvgPool2d(3, 2, 1) by type, so that the model summary counts its
-    receptive field; no parameters."""
-    def __init__(self):
-        super().__init__(3, stride=2, padding=1)
-        binomial = torch.tensor([1.0, 2.0, 1.0])
-        self.register_buffer("weight", (binomial[:, None] * binomial[None, :] / 16)[None, None])
-
-    def forward(self, x):
-        channels = x.shape[1]
-        return F.conv2d(x, self.weight.expand(channels, 1, 3, 3), stride=2, padding=1,
-                        groups=channels)
-
-
-def blur_max_pool():
-    """Anti-aliased max-pool (Zhang, "Making convolutional networks shift-invariant again",
-    2019): the max over 2x2 at stride 1, then the binomial blur at stride 2. Same output
-    size as nn.MaxPool2d(2) for even sizes."""
-    return nn.Sequential(nn.MaxPool2d(2, stride=1), BinomialBlur())
-
-
-def with_blur_pool(net_class, first=True, second=True):
-    """`net_class` with its first and/or second max-pool anti-aliased."""
-    class Net(net_class):
-        def __init__(self):
-            super().__init__()
-            if first:
-                self.transition1 = blur_max_pool()
-            if second:
-                self.transition2 = blur_max_pool()
     return Net
 
 
@@ -164,11 +132,8 @@ VARIANTS = {
     "dropout-after-pool": ("no dropout in block 1, one dropout after the first pool",
                            [(step3, "Net", layout((8, 8, 12), (14, 16, 16), block1_dropout=False,
                                                   dropout_after_pool=True))]),
-    "blur-pool": ("anti-aliased max-pools: max at stride 1, then a 3x3 blur at stride 2",
-                  [(step3, "Net", with_blur_pool(step3.Net))]),
-    "blur-pool-second": ("only the second max-pool anti-aliased (8 -> 4; the first, at 28x28, "
-                         "is most of blur-pool's extra time)",
-                         [(step3, "Net", with_blur_pool(step3.Net, first=False))]),
+    "max-pool": ("plain 2x2 max-pools instead of anti-aliased ones (step 3 until commit 4ba6796)",
+                 [(step3, "pool", lambda: nn.MaxPool2d(2))]),
     "squeeze-excite": ("a squeeze-and-excitation gate after each block (235 parameters)",
                        [(step3, "Net", with_squeeze_excite(step3.Net))]),
     "wide-end": ("middle 12 -> 12 -> 16 -> 20: 20 channels into the average (step 3: 16)",
