@@ -491,6 +491,16 @@ def seeds_table(runs, last=5):
     return "\n".join(lines)
 
 
+def write_seeds_md(path, runs):
+    """Write the seeds table of `runs` (per-seed JSON records) to `path`; returns the table."""
+    table = seeds_table(runs)
+    first = runs[0]
+    write_atomically(path, f"# {first['step']} over {len(runs)} seeds\n\n"
+                     f"{len(first['epochs'])} epochs each, {first['params']:,} parameters, "
+                     f"device {first['device']}, {first['date']}.\n\n{table}\n")
+    return table
+
+
 def results_table(runs):
     """Markdown table, one row per step run."""
     lines = ["| step | params | RF | best train acc | best test acc | final test acc | "
@@ -651,11 +661,7 @@ def run_step(step, model_class, make_optimizer, args, augmentation=None):
                                           out / "seeds" / f"{step}_seed{seed}.json", augmentation,
                                           quiet_summary=i > 0)
             runs.append(record)
-        table = seeds_table(runs)
-        write_atomically(out / "seeds.md", f"# {step} over {len(runs)} seeds\n\n"
-                         f"{len(runs[0]['epochs'])} epochs each, {runs[0]['params']:,} parameters, "
-                         f"device {device}, {runs[0]['date']}.\n\n{table}\n")
-        print(table)
+        print(write_seeds_md(out / "seeds.md", runs))
         return
     json_path = out / f"{step}.json"
     record, model, predictions = train_one_seed(step, model_class, make_optimizer, args, data, device,
@@ -681,12 +687,28 @@ def main_guard(main):
         sys.exit(130)
 
 
+def build_seeds_md(json_paths, output):
+    """`common.py seeds`: one seeds table from per-seed JSONs written by separate runs (for
+    example seeds trained side by side, one process each), in seed order."""
+    runs = sorted((json.loads(Path(p).read_text()) for p in json_paths), key=lambda r: r["seed"])
+    if len({r["step"] for r in runs}) != 1:
+        raise UserError("these JSONs come from different steps; a seeds table needs one step")
+    print(write_seeds_md(output, runs))
+
+
 if __name__ == "__main__":
-    cli = argparse.ArgumentParser(description="Build results.md from the JSONs the steps wrote.")
-    cli.add_argument("command", choices=["results"], help="what to build")
-    cli.add_argument("jsons", nargs="+", help="the steps' JSON files, in step order")
-    cli.add_argument("--output", default="results.md", help="markdown file to write")
-    cli.add_argument("--seeds-md", default=None, help="seeds table to include, if it exists")
-    cli.add_argument("--readme", default=None, help="also update the results section of this README")
+    cli = argparse.ArgumentParser(description="Build results.md from the JSONs the steps wrote "
+                                  "(results), or a seeds table from per-seed JSONs (seeds).")
+    cli.add_argument("command", choices=["results", "seeds"], help="what to build")
+    cli.add_argument("jsons", nargs="+", help="results: the steps' JSON files, in step order; "
+                     "seeds: one step's per-seed JSON files (results/seeds/*.json)")
+    cli.add_argument("--output", default=None,
+                     help="markdown file to write (default: results.md, or results/seeds.md for seeds)")
+    cli.add_argument("--seeds-md", default=None, help="results: seeds table to include, if it exists")
+    cli.add_argument("--readme", default=None, help="results: also update the results section of this README")
     cli_args = cli.parse_args()
-    main_guard(lambda: write_results_md(cli_args.jsons, cli_args.output, cli_args.seeds_md, cli_args.readme))
+    if cli_args.command == "seeds":
+        main_guard(lambda: build_seeds_md(cli_args.jsons, cli_args.output or "results/seeds.md"))
+    else:
+        main_guard(lambda: write_results_md(cli_args.jsons, cli_args.output or "results.md",
+                                            cli_args.seeds_md, cli_args.readme))

@@ -1,4 +1,6 @@
 """The arithmetic behind results.md and seeds.md, on small made-up histories."""
+import json
+
 import pytest
 
 import common
@@ -34,3 +36,25 @@ def test_seeds_table_summarises_pass_mean_std_and_worst():
 @pytest.mark.parametrize("text,expected", [("1,2,3", [1, 2, 3]), ("7", [7])])
 def test_seed_list_parses(text, expected):
     assert common.seed_list(text) == expected
+
+
+def test_seeds_command_builds_one_table_from_separate_runs(tmp_path):
+    from conftest import run_script
+    records = [dict(make_run(seed, accs), step="step3_aug_sched", params=7662, device="cpu",
+                    date="2026-11-22 14:02")
+               for seed, accs in [(4, [99.0, 99.5, 99.6]), (2, [99.0, 99.3, 99.45])]]
+    paths = []
+    for record in records:
+        paths.append(tmp_path / f"seed{record['seed']}.json")
+        paths[-1].write_text(json.dumps(record))
+    out = tmp_path / "seeds.md"
+    run = run_script("common.py", "seeds", *paths, "--output", out)
+    assert run.returncode == 0, run.stderr
+    common.write_seeds_md(tmp_path / "expected.md", sorted(records, key=lambda r: r["seed"]))
+    assert out.read_text() == (tmp_path / "expected.md").read_text()
+    text = out.read_text()
+    assert text.index("| 2 |") < text.index("| 4 |")  # in seed order
+    assert "# step3_aug_sched over 2 seeds" in text and "3 epochs each, 7,662 parameters, device cpu" in text
+    paths[0].write_text(json.dumps(dict(records[0], step="step2_bn_gap")))
+    mixed = run_script("common.py", "seeds", *paths, "--output", tmp_path / "mixed.md")
+    assert mixed.returncode != 0 and "different steps" in mixed.stderr
