@@ -514,6 +514,16 @@ def seeds_table(runs, last=5):
     return "\n".join(lines)
 
 
+def write_seeds_md(path, runs):
+    """Write the seeds table of `runs` (per-seed JSON records) to `path`; returns the table."""
+    table = seeds_table(runs)
+    first = runs[0]
+    write_atomically(path, f"# {first['step']} over {len(runs)} seeds\n\n"
+                     f"{len(first['epochs'])} epochs each, {first['params']:,} parameters, "
+                     f"device {first['device']}, {first['date']}.\n\n{table}\n")
+    return table
+
+
 def results_table(runs):
     """Markdown table, one row per step run."""
     lines = ["| step | params | RF | best train acc | best test acc | final test acc | "
@@ -674,11 +684,7 @@ def run_step(step, model_class, make_optimizer, args, augmentation=None):
                                           out / "seeds" / f"{step}_seed{seed}.json", augmentation,
                                           quiet_summary=i > 0)
             runs.append(record)
-        table = seeds_table(runs)
-        write_atomically(out / "seeds.md", f"# {step} over {len(runs)} seeds\n\n"
-                         f"{len(runs[0]['epochs'])} epochs each, {runs[0]['params']:,} parameters, "
-                         f"device {device}, {runs[0]['date']}.\n\n{table}\n")
-        print(table)
+        print(write_seeds_md(out / "seeds.md", runs))
         return
     json_path = out / f"{step}.json"
     record, model, predictions = train_one_seed(step, model_class, make_optimizer, args, data, device,
@@ -702,6 +708,15 @@ def main_guard(main):
     except KeyboardInterrupt:
         print("\ninterrupted: the epochs finished so far are in the run's JSON.", file=sys.stderr)
         sys.exit(130)
+
+
+def build_seeds_md(json_paths, output):
+    """`common.py seeds`: one seeds table from per-seed JSONs written by separate runs (for
+    example seeds trained side by side, one process each), in seed order."""
+    runs = sorted((json.loads(Path(p).read_text()) for p in json_paths), key=lambda r: r["seed"])
+    if len({r["step"] for r in runs}) != 1:
+        raise UserError("these JSONs come from different steps; a seeds table needs one step")
+    print(write_seeds_md(output, runs))
 
 # ------------------------------ from step2_bn_gap.py
 import torch

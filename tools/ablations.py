@@ -53,6 +53,15 @@ def layout(block1, block2, block1_dropout=True, dropout_after_pool=False, last_a
     return Net
 
 
+def with_plain_first_pool(net_class):
+    """`net_class` with a plain 2x2 max-pool after block 1 (the second pool stays)."""
+    class Net(net_class):
+        def __init__(self):
+            super().__init__()
+            self.transition1 = nn.MaxPool2d(2)
+    return Net
+
+
 class SqueezeExcite(nn.Module):
     """Squeeze-and-excitation (Hu et al. 2018): each channel scaled by a gate in (0, 1)
     computed from the average of all channels over the whole map."""
@@ -134,6 +143,9 @@ VARIANTS = {
                                                   dropout_after_pool=True))]),
     "max-pool": ("plain 2x2 max-pools instead of anti-aliased ones (step 3 until commit 4ba6796)",
                  [(step3, "pool", lambda: nn.MaxPool2d(2))]),
+    "blur-second-only": ("a plain max-pool after block 1, the anti-aliased one only after "
+                         "block 2 (the first pool's blur is most of its time)",
+                         [(step3, "Net", with_plain_first_pool(step3.Net))]),
     "squeeze-excite": ("a squeeze-and-excitation gate after each block (235 parameters)",
                        [(step3, "Net", with_squeeze_excite(step3.Net))]),
     "wide-end": ("middle 12 -> 12 -> 16 -> 20: 20 channels into the average (step 3: 16)",
