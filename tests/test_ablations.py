@@ -110,3 +110,12 @@ def test_step3_pool_halves_the_map_and_keeps_a_flat_one_flat():
     assert out.shape == (2, 3, 4, 4)
     assert torch.allclose(out[..., 1:-1, 1:-1], torch.full_like(out[..., 1:-1, 1:-1], 5.0))  # edges see padding
     assert sum(p.numel() for p in pool.parameters()) == 0
+
+
+def test_weight_decay_variant_reaches_the_optimizer(monkeypatch):
+    make_variant(monkeypatch, "weight-decay-5e-4")
+    optimizer, _ = step3.make_optimizer(seeded_net(), SimpleNamespace(lr=0.1, epochs=1), 4)
+    assert optimizer.param_groups[0]["weight_decay"] == 5e-4
+    monkeypatch.undo()
+    optimizer, _ = step3.make_optimizer(seeded_net(), SimpleNamespace(lr=0.1, epochs=1), 4)
+    assert optimizer.param_groups[0]["weight_decay"] == step3.WEIGHT_DECAY == 1e-4

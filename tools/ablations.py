@@ -10,7 +10,8 @@ changes of batch size or rate need no variant. The Analysis figures were run wit
 thread per run, two runs side by side (`OMP_NUM_THREADS=1`); thread count changes the
 last digits of a run, so rerun them that way to get the same numbers. Step 3's pools
 became anti-aliased after commit 4ba6796; the figures of the other variants were measured
-on the step before that (plain max-pools), so rerun them at that commit.
+on the step before that (plain max-pools), so rerun them at that commit; only max-pool,
+blur-second-only and weight-decay-5e-4 are measured against the step as it is now.
 """
 import argparse
 import sys
@@ -131,6 +132,8 @@ VARIANTS = {
                 [(common, "affine", affine_and_elastic)]),
     "shear": (f"step 3's augmentation and a random slant (horizontal shear up to {SHEAR:g})",
               [(common, "affine", affine_and_shear)]),
+    "weight-decay-5e-4": ("weight decay 5e-4 instead of 1e-4",
+                          [(step3, "WEIGHT_DECAY", 5e-4)]),
     "anneal-90": ("the cosine reaches its floor at 90% of the steps (step 3: 75%)",
                   [(step3, "ANNEAL_END", 0.9)]),
     "wide-28x28": ("1 -> 10 -> 10 -> 12 at 28x28, middle 12 -> 14 -> 14 -> 16",
