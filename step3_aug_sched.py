@@ -125,9 +125,8 @@ Analysis
     larger margin needs a change worth another 0.05 point or more: every other change
     above moved the mean by less or lowered it (the dropout sits at its best level, since
     both more and less of it lower accuracy, and five times the weight decay changes
-    nothing; a new kind of augmentation, a
-    slant, and channel gates or a wider last layer do not help) and the parameters cannot
-    grow. The time saving to take next: the blur at the second pool only, which matched
+    nothing; a new kind of augmentation, a slant, and channel gates or a wider last layer
+    do not help) and the parameters cannot grow. The time saving to take next: the blur at the second pool only, which matched
     this step on seeds 11-15 for a sixth less time per epoch (above); before adopting it,
     run it on seeds 1-5 too, then `make all` and `make seeds` for the new numbers.
 """
