@@ -1,28 +1,35 @@
-# make all    every step, then results.md        make seeds   step 3 on five seeds
-# make test   the test suite                     make bench   training speed, results/bench.md
-# make colab  single-file copies in colab/       make results rebuild results.md from the JSONs
-# make clean  remove results/ and the venv
+# make all          every step (weights kept), robustness, then results.md and the README table
+# make test         the test suite (what CI runs)
+# make seeds        step 3 on SEEDS, two side by side     make bench   training speed
+# make robustness   accuracy on moved test digits          make colab   single-file steps
+# make experiments  EXPERIMENTS.md from recorded runs      make clean   results and venv
 # The data folder comes from MNIST_DATA_DIR (default: data/, downloaded there if missing).
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 STEPS := step1_skeleton step2_bn_gap step3_aug_sched
-SEEDS ?= 1,2,3,4,5
+SEEDS ?= 21,22,23,24,25,26,27,28,29,30
+JOBS ?= 2
 
-.PHONY: all results test seeds bench colab clean $(STEPS)
+.PHONY: all results test seeds bench colab robustness experiments clean $(STEPS)
 
 all: $(STEPS)
-	$(MAKE) --no-print-directory results
-
-# results.md and the README's results section, from the steps' JSONs (and results/seeds.md).
-results: $(VENV)/.installed
-	$(PYTHON) common.py results $(STEPS:%=results/%.json) --seeds-md results/seeds.md --output results.md --readme README.md
-	@cat results.md
+	$(MAKE) --no-print-directory robustness results
 
 $(STEPS): $(VENV)/.installed
-	$(PYTHON) $@.py
+	$(PYTHON) $@.py --save-model
+
+results: $(VENV)/.installed
+	$(PYTHON) tools/report.py results $(STEPS:%=results/%.json) --seeds-md results/seeds.md \
+		--robustness-md results/robustness.md --readme README.md
+
+robustness: $(VENV)/.installed
+	$(PYTHON) tools/robustness.py
 
 seeds: $(VENV)/.installed
-	$(PYTHON) step3_aug_sched.py --seeds $(SEEDS)
+	$(PYTHON) tools/ablations.py step3 --seeds $(SEEDS) --jobs $(JOBS) --out results
+
+experiments: $(VENV)/.installed
+	$(PYTHON) tools/report.py experiments
 
 test: $(VENV)/.installed
 	$(PYTHON) -m pytest -q tests
@@ -42,4 +49,4 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 clean:
-	rm -rf results $(VENV)
+	rm -rf results/*.json results/*.png results/*.pt results/*.md results/seeds $(VENV)

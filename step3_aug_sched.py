@@ -139,8 +139,7 @@ import torch.nn.functional as F
 from common import main_guard, parse_args, run_step
 
 SETTINGS = dict(epochs=15, batch_size=128, lr=0.1)
-# Each training image: rotated up to 10 degrees, zoomed by up to 10%, shifted up to 2 pixels.
-AUGMENTATION = dict(degrees=10.0, zoom=0.1, shift=2.0)
+AUGMENTATION = dict(degrees=10.0, zoom=0.1, shift=2.0)  # per image: up to 10°, 10% zoom, 2 px shift
 DROPOUT = 0.05
 WEIGHT_DECAY = 1e-4
 WARMUP_END = 0.2  # share of the steps spent raising the rate to its peak
@@ -154,9 +153,8 @@ def conv_bn(in_channels, out_channels, padding=0):
 
 
 class BinomialBlur(nn.AvgPool2d):
-    """A fixed 3x3 binomial blur ([1, 2, 1] x [1, 2, 1] / 16) taken at stride 2, for each
-    channel. An AvgPool2d(3, 2, 1) by type, so that the model summary counts its
-    receptive field; no parameters."""
+    """A fixed 3x3 blur ([1, 2, 1] x [1, 2, 1] / 16) at stride 2, per channel, no parameters; an
+    AvgPool2d by type, so that the model summary counts its receptive field."""
     def __init__(self):
         super().__init__(3, stride=2, padding=1)
         binomial = torch.tensor([1.0, 2.0, 1.0])
@@ -164,23 +162,21 @@ class BinomialBlur(nn.AvgPool2d):
 
     def forward(self, x):
         channels = x.shape[1]
-        return F.conv2d(x, self.weight.expand(channels, 1, 3, 3), stride=2, padding=1,
-                        groups=channels)
+        return F.conv2d(x, self.weight.expand(channels, 1, 3, 3), stride=2, padding=1, groups=channels)
 
 
 def pool():
-    """Anti-aliased max-pool (Zhang, "Making convolutional networks shift-invariant again",
-    2019): the max over 2x2 at stride 1, then the blur at stride 2. A plain 2x2 max-pool
-    keeps one pixel of four, so a one-pixel shift of the digit can change what passes;
-    blurring before subsampling makes the output move smoothly with the input."""
+    """Anti-aliased max-pool (Zhang, 2019): the max over 2x2 at stride 1, then the blur at stride
+    2, so that a digit shifted by a pixel gives nearly the same output, not whichever pixel of
+    four a plain max-pool happens to keep."""
     return nn.Sequential(nn.MaxPool2d(2, stride=1), BinomialBlur())
 
 
 class Net(nn.Module):
     def __init__(self):
         super().__init__()
-        # Three padded convolutions at 28x28 see 7x7 pixels (strokes and their bends)
-        # before the first pool; the middle block then works at 14 -> 8 (step 2: 12 -> 8).
+        # Three padded convolutions at 28x28 see 7x7 pixels (strokes and their bends) before the
+        # first pool; the middle block then works at 14 -> 8 (step 2: 12 -> 8).
         self.block1 = nn.Sequential(conv_bn(1, 8, padding=1), conv_bn(8, 8, padding=1),
                                     conv_bn(8, 12, padding=1))  # 28, RF 7
         self.transition1 = pool()  # -> 14, RF 10
@@ -191,14 +187,12 @@ class Net(nn.Module):
 
     def forward(self, x):
         x = self.transition1(self.block1(x))
-        x = self.transition2(self.block2(x))
-        return self.output(x)
+        return self.output(self.transition2(self.block2(x)))
 
 
 def make_optimizer(model, args, steps_per_epoch):
-    """SGD with Nesterov momentum. The rate rises linearly from 4% to 100% of --lr over the
-    first WARMUP_END of the steps, falls along a cosine to 1% at ANNEAL_END, and stays
-    there, so that the last epochs settle instead of still moving."""
+    """SGD with Nesterov momentum; the rate rises from 4% to 100% of --lr until WARMUP_END of the
+    steps, falls along a cosine to 1% at ANNEAL_END and stays there, so the last epochs settle."""
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
                                 weight_decay=WEIGHT_DECAY)
     total_steps = args.epochs * steps_per_epoch
@@ -214,8 +208,7 @@ def make_optimizer(model, args, steps_per_epoch):
 
 
 def main(argv=None):
-    args = parse_args(__doc__, SETTINGS, argv)
-    run_step("step3_aug_sched", Net, make_optimizer, args, augmentation=AUGMENTATION)
+    run_step("step3_aug_sched", Net, make_optimizer, parse_args(__doc__, SETTINGS, argv), AUGMENTATION)
 
 
 if __name__ == "__main__":

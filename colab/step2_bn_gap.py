@@ -40,203 +40,126 @@ import tempfile
 import time
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 from tqdm import tqdm
 
-import matplotlib
-
-matplotlib.use("Agg")  # write PNGs only; never open a window
-import matplotlib.pyplot as plt  # noqa: E402
-
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # over the 60k training pixels, in [0, 1]
 BACKGROUND = (0.0 - MNIST_MEAN) / MNIST_STD  # a black pixel after normalisation
 TARGET_ACC = 99.4  # percent, the project's goal
 DATA_DIR_ENV = "MNIST_DATA_DIR"
-# name -> (magic number, shape): the IDX header every MNIST file must carry.
-MNIST_FILES = {
-    "train-images-idx3-ubyte": (2051, (60000, 28, 28)),
-    "train-labels-idx1-ubyte": (2049, (60000,)),
-    "t10k-images-idx3-ubyte": (2051, (10000, 28, 28)),
-    "t10k-labels-idx1-ubyte": (2049, (10000,)),
-}
+MNIST_FILES = {  # name -> (magic number, shape): the IDX header every MNIST file must carry
+    "train-images-idx3-ubyte": (2051, (60000, 28, 28)), "train-labels-idx1-ubyte": (2049, (60000,)),
+    "t10k-images-idx3-ubyte": (2051, (10000, 28, 28)), "t10k-labels-idx1-ubyte": (2049, (10000,))}
 
 
 class UserError(Exception):
     """A problem the user can fix: printed as one message, without a traceback."""
 
 
-# ----------------------------------------------------------------------------- options
-
-
-def positive_int(text):
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def positive_float(text):
-    value = float(text)
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def seed_list(text):
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seeds like 1,2,3, got {text}") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"expected distinct seeds like 1,2,3, got {text}")
-    return seeds
-
-
 def parse_args(doc, defaults, argv=None):
     """The options every step takes; `defaults` holds the step's real settings."""
     parser = argparse.ArgumentParser(
-        description=doc.strip().split("\n\n")[0],
-        epilog=f"The data folder can also be set with the {DATA_DIR_ENV} environment variable.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--epochs", type=positive_int, default=defaults["epochs"],
-                        help="passes over the training set")
-    parser.add_argument("--batch-size", type=positive_int, default=defaults["batch_size"],
-                        help="training images per optimiser step")
-    parser.add_argument("--lr", type=positive_float, default=defaults["lr"],
-                        help="learning rate (the peak rate where the step uses a schedule)")
-    parser.add_argument("--seed", type=int, default=1,
-                        help="seeds weights, shuffling, dropout and augmentation; same seed, same numbers")
-    parser.add_argument("--seeds", type=seed_list, default=None,
-                        help="train once per seed (e.g. 1,2,3,4,5) and write <out>/seeds.md; overrides --seed")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
-                        help="where to train; auto picks cuda, then mps, then cpu")
-    parser.add_argument("--data-dir", default=os.environ.get(DATA_DIR_ENV, "data"),
-                        help="folder holding MNIST/raw/*-ubyte; downloaded there if missing")
-    parser.add_argument("--subset", type=positive_int, default=None,
-                        help="train on the first N training images only (smoke runs, tests); "
-                             "the test set is always all 10,000")
-    parser.add_argument("--out", default="results",
-                        help="folder for the run's JSON, plots and checkpoint")
-    parser.add_argument("--save-model", action="store_true",
-                        help="also write the trained weights to <out>/<step>.pt")
-    parser.add_argument("--evaluate", metavar="CHECKPOINT", default=None,
-                        help="no training: load CHECKPOINT into this step's Net and report its test accuracy")
+        description=doc.strip().split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=f"The data folder can also be set with the {DATA_DIR_ENV} environment variable.")
+    add = parser.add_argument
+    add("--epochs", type=int, default=defaults["epochs"], help="passes over the training set")
+    add("--batch-size", type=int, default=defaults["batch_size"], help="images per optimiser step")
+    add("--lr", type=float, default=defaults["lr"], help="learning rate (peak rate of a schedule)")
+    add("--seed", type=int, default=1, help="seeds weights, data order, dropout and augmentation")
+    add("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="auto: cuda, mps, else cpu")
+    add("--data-dir", default=os.environ.get(DATA_DIR_ENV, "data"),
+        help="folder holding MNIST/raw/*-ubyte; downloaded there if missing")
+    add("--subset", type=int, help="train on the first N training images only (smoke runs)")
+    add("--out", default="results", help="folder for the run's JSON, plots and checkpoint")
+    add("--save-model", action="store_true", help="also write the trained weights to <out>/<step>.pt")
     args = parser.parse_args(argv)
-    # Refuse an unavailable device now, before any data is read.
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available here")
-    if args.device == "mps" and not torch.backends.mps.is_available():
-        parser.error("--device mps: no MPS device is available here")
+    # Refuse bad values and an unavailable device now, before any data is read.
+    for name in ("epochs", "batch_size", "lr", "subset"):
+        value = getattr(args, name)
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            parser.error(f"argument --{name.replace('_', '-')}: must be positive, got {value}")
+    if args.device in ("cuda", "mps") and pick_device() != torch.device(args.device):
+        parser.error(f"--device {args.device}: no {args.device.upper()} device is available here")
     return args
 
 
 def pick_device(name="auto"):
     if name == "auto":
-        if torch.cuda.is_available():
-            name = "cuda"
-        elif torch.backends.mps.is_available():
-            name = "mps"
-        else:
-            name = "cpu"
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     return torch.device(name)
 
 
 def seed_everything(seed):
-    """Seeds torch's global RNGs (weights, dropout) and returns a CPU generator for the
-    data order and augmentation, so that those draws are the same on every device."""
+    """Seed torch (weights, dropout); return a CPU generator for data order and augmentation."""
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
 
-# -------------------------------------------------------------------------------- data
-
-
 def check_mnist_files(data_dir):
-    """Refuse truncated or corrupted MNIST files, naming the file. Checks each IDX header
-    and size, and the SHA256SUMS file when the data folder has one."""
-    raw = Path(data_dir, "MNIST", "raw")
+    """Refuse a damaged MNIST file, naming it: IDX header, size, and SHA256SUMS if present."""
     for name, (magic, shape) in MNIST_FILES.items():
-        path = raw / name
-        expected_size = 8 + 4 * (len(shape) - 1) + math.prod(shape)
+        path = Path(data_dir, "MNIST", "raw", name)
         with open(path, "rb") as f:
-            header = f.read(4 + 4 * len(shape))
-        dims = [int.from_bytes(header[i:i + 4], "big") for i in range(4, len(header), 4)]
-        if int.from_bytes(header[:4], "big") != magic or tuple(dims) != shape:
+            header = [int.from_bytes(f.read(4), "big") for _ in range(1 + len(shape))]
+        if header != [magic, *shape]:
             raise UserError(f"{path} is corrupted: its header is not that of an MNIST file "
                             f"of shape {shape}. Delete it and download MNIST again.")
+        expected_size = 8 + 4 * (len(shape) - 1) + math.prod(shape)
         if path.stat().st_size != expected_size:
             raise UserError(f"{path} is truncated or corrupted: {path.stat().st_size} bytes, "
                             f"expected {expected_size}. Delete it and download MNIST again.")
     sums = Path(data_dir, "SHA256SUMS")
-    if sums.exists():
-        for line in sums.read_text().splitlines():
-            digest, _, name = line.strip().partition("  ")
-            if name and hashlib.sha256(Path(data_dir, name).read_bytes()).hexdigest() != digest:
-                raise UserError(f"{Path(data_dir, name)} does not match its checksum in {sums}: "
-                                f"the file is corrupted. Copy or download it again.")
+    for line in sums.read_text().splitlines() if sums.exists() else []:
+        digest, _, name = line.strip().partition("  ")
+        if name and hashlib.sha256(Path(data_dir, name).read_bytes()).hexdigest() != digest:
+            raise UserError(f"{Path(data_dir, name)} does not match its checksum in {sums}: "
+                            f"the file is corrupted. Copy or download it again.")
 
 
 def load_mnist(data_dir, device, subset=None):
-    """MNIST as four tensors on `device`: normalised float images N x 1 x 28 x 28 and
-    int64 labels, for train and test. Downloads through torchvision when files are missing."""
-    raw = Path(data_dir, "MNIST", "raw")
-    if not all((raw / name).exists() for name in MNIST_FILES):
-        previous_timeout = socket.getdefaulttimeout()
+    """Train and test images (normalised, N x 1 x 28 x 28) and labels, four tensors on `device`;
+    downloaded through torchvision when files are missing."""
+    if not all(Path(data_dir, "MNIST", "raw", name).exists() for name in MNIST_FILES):
         socket.setdefaulttimeout(15)  # fail in seconds, not minutes, without a network
         try:
             for train in (True, False):
                 torchvision.datasets.MNIST(data_dir, train=train, download=True)
         except Exception as error:
-            reason = ([line for line in str(error).splitlines() if line.strip()] or [repr(error)])[-1]
-            raise UserError(
-                f"MNIST is not in {os.path.abspath(data_dir)} and could not be downloaded "
-                f"({reason.strip()}).\nPoint --data-dir (or the {DATA_DIR_ENV} "
-                f"environment variable) at a folder holding MNIST/raw/ with the files "
-                f"{', '.join(MNIST_FILES)}.") from None
-        finally:
-            socket.setdefaulttimeout(previous_timeout)
+            reason = (str(error).strip().splitlines() or [repr(error)])[-1].strip()
+            raise UserError(f"MNIST is not in {os.path.abspath(data_dir)} and could not be downloaded "
+                            f"({reason}).\nPoint --data-dir (or the {DATA_DIR_ENV} environment variable) at "
+                            f"a folder holding MNIST/raw/ with the files {', '.join(MNIST_FILES)}.") from None
     check_mnist_files(data_dir)
     tensors = []
     for train in (True, False):
         dataset = torchvision.datasets.MNIST(data_dir, train=train)
-        images, labels = dataset.data, dataset.targets
-        if train and subset is not None:
-            images, labels = images[:subset], labels[:subset]
-        images = ((images.float() / 255 - MNIST_MEAN) / MNIST_STD).unsqueeze(1)
-        tensors += [images.to(device), labels.to(device)]
+        count = subset if train else None  # the test set is always all 10,000 images
+        images = ((dataset.data[:count].float() / 255 - MNIST_MEAN) / MNIST_STD).unsqueeze(1)
+        tensors += [images.to(device), dataset.targets[:count].to(device)]
     return tensors
-
-
-# ------------------------------------------------------------------------ augmentation
-
-
-def random_angles(n, degrees, generator):
-    """One angle per image, uniform in [-degrees, degrees], drawn on the CPU generator."""
-    return (torch.rand(n, generator=generator) * 2 - 1) * degrees
 
 
 def random_affine(n, augmentation, generator):
     """Per image: an angle in [-degrees, degrees], a zoom in [1 - zoom, 1 + zoom] and a
-    shift in [-shift, shift] pixels along each axis, for `augmentation` =
-    dict(degrees=..., zoom=..., shift=...). Drawn on the CPU generator, so that every
-    device gets the same draws."""
-    angles = random_angles(n, augmentation["degrees"], generator)
-    zooms = 1 + (torch.rand(n, generator=generator) * 2 - 1) * augmentation.get("zoom", 0.0)
-    shifts = (torch.rand(n, 2, generator=generator) * 2 - 1) * augmentation.get("shift", 0.0)
-    return angles, zooms, shifts
+    shift in [-shift, shift] pixels along each axis, for `augmentation` = dict(degrees=...,
+    zoom=..., shift=...). Drawn on the CPU generator: every device gets the same draws."""
+    def uniform(*shape):  # in [-1, 1]
+        return torch.rand(*shape, generator=generator) * 2 - 1
+    angles = uniform(n) * augmentation["degrees"]
+    zooms = 1 + uniform(n) * augmentation.get("zoom", 0.0)
+    return angles, zooms, uniform(n, 2) * augmentation.get("shift", 0.0)
 
 
 def affine(images, angles, zooms=None, shifts=None, displacement=None):
-    """Rotate each image of a batch by its own angle (degrees, counter-clockwise about the
-    centre, as transforms.RandomRotation), optionally zoom it (>1 enlarges) and shift it
-    (pixels, x then y; positive moves right and down); the uncovered area gets the
-    normalised background, as RandomRotation/RandomAffine with fill=0 give. Bilinear
-    sampling, one batched grid_sample. `displacement` (N x H x W x 2, pixels, x then y),
-    if given, moves the point each output pixel is sampled from (elastic warps)."""
+    """Rotate each image by its own angle (degrees, counter-clockwise as RandomRotation), zoom it
+    (>1 enlarges) and shift it (pixels, x then y: right and down), in one bilinear grid_sample
+    for the batch, filling with the background. `displacement` (N x H x W x 2, pixels) moves
+    the point each output pixel is sampled from (elastic warps)."""
     n, size = len(images), images.shape[-1]
     radians = angles.to(images.device, images.dtype) * (math.pi / 180)
     zooms = torch.ones_like(radians) if zooms is None else zooms.to(radians)
@@ -250,68 +173,48 @@ def affine(images, angles, zooms=None, shifts=None, displacement=None):
     if displacement is not None:
         grid = grid + displacement.to(grid) * (2 / size)
     # Sampling outside the image gives 0; shift values so that 0 is the background.
-    moved = F.grid_sample(images - BACKGROUND, grid, mode="bilinear", padding_mode="zeros",
-                          align_corners=False)
-    return moved + BACKGROUND
-
-
-# ----------------------------------------------------------------------- model summary
+    return F.grid_sample(images - BACKGROUND, grid, mode="bilinear", align_corners=False) + BACKGROUND
 
 
 def summarize(model, input_shape=(1, 1, 28, 28)):
-    """Run one blank image through `model` and record, per leaf layer in the order it
-    runs, its output shape, parameters, multiply-adds, receptive field and jump.
-
-    Receptive field r and jump j (distance in input pixels between neighbouring outputs)
-    start at 1; a layer with kernel k, stride s and dilation d gives
-    r += (k - 1) * d * j and j *= s. Global pooling acts as a kernel over its whole input."""
+    """Run one blank image through `model` and record, per leaf layer in the order it runs, its
+    output shape, parameters, multiply-adds, receptive field r and jump j (input pixels between
+    neighbouring outputs). Both start at 1; a layer of kernel k, stride s and dilation d gives
+    r += (k - 1) * d * j and j *= s; global pooling is a kernel over its whole input."""
     rows, rf, jump = [], 1, 1
 
     def hook(module, inputs, output):
         nonlocal rf, jump
-        kernel, stride, dilation = 1, 1, 1
-        if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-            pair = nn.modules.utils._pair
-            kernel, stride = pair(module.kernel_size)[0], pair(module.stride)[0]
-            dilation = pair(getattr(module, "dilation", 1))[0]
-        elif isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        # Convolutions and pools have these attributes (an int or a pair); other layers count as 1x1.
+        kernel, stride, dilation = (nn.modules.utils._pair(getattr(module, name, 1))[0]
+                                    for name in ("kernel_size", "stride", "dilation"))
+        if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
             kernel = stride = inputs[0].shape[-1] // output.shape[-1]
         rf += (kernel - 1) * dilation * jump
         jump *= stride
-        macs = 0
-        if isinstance(module, nn.Conv2d):
-            macs = output[0].numel() * module.weight[0].numel()
-        elif isinstance(module, nn.Linear):
-            macs = module.weight.numel()
-        rows.append(dict(name=module_names[module], layer=repr(module).split("(")[0],
-                         shape=tuple(output.shape[1:]), params=sum(p.numel() for p in module.parameters()),
-                         macs=macs, rf=rf, jump=jump))
+        macs = (output[0].numel() * module.weight[0].numel() if isinstance(module, nn.Conv2d) else
+                module.weight.numel() if isinstance(module, nn.Linear) else 0)
+        rows.append(dict(name=names[module], layer=type(module).__name__, shape=tuple(output.shape[1:]),
+                         params=count_params(module), macs=macs, rf=rf, jump=jump))
 
-    module_names = {m: n for n, m in model.named_modules()}
-    leaves = [m for m in model.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
+    names = {m: n for n, m in model.named_modules()}
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
     was_training = model.training
     model.eval()  # BatchNorm must not update its statistics here
-    try:
-        with torch.no_grad():
-            model(torch.zeros(input_shape, device=next(model.parameters()).device))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    with torch.no_grad():
+        model(torch.zeros(input_shape, device=next(model.parameters()).device))
+    for handle in handles:
+        handle.remove()
+    model.train(was_training)
     return rows
 
 
 def format_summary(rows):
     lines = [f"{'layer':<14}{'type':<18}{'output':>12}{'params':>9}{'MACs':>10}{'RF':>5}{'jump':>6}"]
-    for r in rows:
-        shape = "x".join(str(s) for s in r["shape"])
-        lines.append(f"{r['name']:<14}{r['layer']:<18}{shape:>12}{r['params']:>9,}{r['macs']:>10,}"
-                     f"{r['rf']:>5}{r['jump']:>6}")
-    total_params = sum(r["params"] for r in rows)
-    total_macs = sum(r["macs"] for r in rows)
-    lines.append(f"total: {total_params:,} parameters, {total_macs:,} multiply-adds per image, "
-                 f"receptive field {rows[-1]['rf']} px")
+    lines += [f"{r['name']:<14}{r['layer']:<18}{'x'.join(map(str, r['shape'])):>12}{r['params']:>9,}"
+              f"{r['macs']:>10,}{r['rf']:>5}{r['jump']:>6}" for r in rows]
+    lines.append(f"total: {sum(r['params'] for r in rows):,} parameters, {sum(r['macs'] for r in rows):,} "
+                 f"multiply-adds per image, receptive field {rows[-1]['rf']} px")
     return "\n".join(lines)
 
 
@@ -319,20 +222,15 @@ def count_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
-# ---------------------------------------------------------------------------- training
-
-
 class Diverged(UserError):
-    pass
+    """The training loss became NaN or infinite."""
 
 
 def train_epoch(model, optimizer, scheduler, images, labels, batch_size, generator,
                 augmentation=None, desc="train", refresh_every=50):
-    """One pass over the training set in a fresh random order, augmenting on the device
-    when `augmentation` is given (see random_affine).
-
-    Losses and counts stay on the device and are read every `refresh_every` steps (for
-    the progress bar and the divergence check), not at every step, so a GPU never waits."""
+    """One pass over the training set in a fresh random order, augmenting on the device when
+    `augmentation` is given (see random_affine). Losses and counts stay on the device and are
+    read every `refresh_every` steps (progress bar, divergence check): a GPU never waits."""
     model.train()
     device, n = images.device, len(images)
     order = torch.randperm(n, generator=generator).to(device)
@@ -341,12 +239,11 @@ def train_epoch(model, optimizer, scheduler, images, labels, batch_size, generat
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
-    steps = math.ceil(n / batch_size)
-    bar = tqdm(range(steps), desc=desc, unit="batch", leave=False, dynamic_ncols=True,
-               disable=None)  # no bar when output is not a terminal (CI, logs)
+    batches = order.split(batch_size)
+    # No bar when the output is not a terminal (CI, logs); the caller prints a line per epoch.
+    bar = tqdm(batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=None)
     start = time.perf_counter()
-    for step in bar:
-        batch = order[step * batch_size:(step + 1) * batch_size]
+    for step, batch in enumerate(bar):
         x, y = images[batch], labels[batch]
         if augmentation:
             x = affine(x, angles[batch], zooms[batch], shifts[batch])
@@ -362,7 +259,7 @@ def train_epoch(model, optimizer, scheduler, images, labels, batch_size, generat
                                      torch.full_like(first_bad_step, step + 1), first_bad_step)
         loss_sum += loss * len(y)
         correct += (logits.argmax(1) == y).sum()
-        if (step + 1) % refresh_every == 0 or step + 1 == steps:
+        if (step + 1) % refresh_every == 0 or step + 1 == len(batches):
             bad = int(first_bad_step)  # one read every refresh_every steps
             if bad >= 0:
                 raise Diverged(f"the training loss became {float(loss):g} at step {bad}")
@@ -376,26 +273,19 @@ def train_epoch(model, optimizer, scheduler, images, labels, batch_size, generat
 def evaluate(model, images, labels, batch_size=2000):
     """Test loss, accuracy (%) and the predicted labels, in large batches."""
     model.eval()
-    logits = torch.cat([model(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+    logits = torch.cat([model(batch) for batch in images.split(batch_size)])
     predictions = logits.argmax(1)
-    loss = F.cross_entropy(logits, labels).item()
     accuracy = 100 * (predictions == labels).float().mean().item()
-    return loss, accuracy, predictions
+    return F.cross_entropy(logits, labels).item(), accuracy, predictions
 
 
-# ----------------------------------------------------------------------------- outputs
-
-
-def write_atomically(path, text_or_bytes=None, save=None):
-    """Write a file so that it is either the old or the new one, never half of either."""
+def write_atomically(path, text=None, save=None):
+    """Write `text` (or call `save(file)`) so that `path` is the old or the new file, never half."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            if save is not None:
-                save(f)
-            else:
-                f.write(text_or_bytes.encode() if isinstance(text_or_bytes, str) else text_or_bytes)
+            (save or (lambda f: f.write(text.encode())))(f)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -406,47 +296,30 @@ def prepare_out_dir(out):
     """Create the output folder and prove it is writable, before any training."""
     try:
         Path(out).mkdir(parents=True, exist_ok=True)
-        write_atomically(Path(out, ".write-test"), "")
-        Path(out, ".write-test").unlink()
+        tempfile.TemporaryFile(dir=out).close()
     except OSError as error:
         raise UserError(f"cannot write to the output folder {out}: {error.strerror or error}. "
                         f"Choose another with --out.") from None
     return Path(out)
 
 
-def epochs_at_target(accuracies, target=TARGET_ACC):
-    """'3: 9, 13-14' style: how many epochs (1-based) reach the target, and which."""
-    hits = [i + 1 for i, a in enumerate(accuracies) if a >= target]
-    ranges, start = [], None
-    for i, e in enumerate(hits):
-        if start is None:
-            start = e
-        if i + 1 == len(hits) or hits[i + 1] != e + 1:
-            ranges.append(f"{start}" if start == e else f"{start}-{e}")
-            start = None
-    return f"{len(hits)}: {', '.join(ranges)}" if hits else "0"
-
-
-def holds_from(accuracies, target=TARGET_ACC):
-    """The first epoch from which accuracy stays at or above the target to the end."""
-    first = None
-    for i, a in enumerate(accuracies):
-        if a < target:
-            first = None
-        elif first is None:
-            first = i + 1
-    return first
+def save_figure(fig, path):
+    """Write `fig` as a PNG; in a notebook (Colab, Jupyter: the inline backend) also show it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    if "inline" in matplotlib.get_backend():
+        plt.show()
+    plt.close(fig)
 
 
 def save_plots(prefix, history, test_images, test_labels, predictions):
     """<prefix>_curves.png, _misclassified.png and _confusion.png."""
     epochs = [e["epoch"] for e in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [e["train_loss"] for e in history], "o-", label="train")
-    ax_loss.plot(epochs, [e["test_loss"] for e in history], "o-", label="test")
+    for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
+        for split in ("train", "test"):
+            ax.plot(epochs, [e[f"{split}_{metric}"] for e in history], "o-", label=split)
     ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
-    ax_acc.plot(epochs, [e["train_acc"] for e in history], "o-", label="train")
-    ax_acc.plot(epochs, [e["test_acc"] for e in history], "o-", label="test")
     ax_acc.axhline(TARGET_ACC, color="gray", linestyle="--", label=f"{TARGET_ACC}%")
     # Scale to the second half of training, where 99.x is decided; the loss panel shows the start.
     late = [e[key] for e in history[len(history) // 2:] for key in ("train_acc", "test_acc")]
@@ -455,23 +328,18 @@ def save_plots(prefix, history, test_images, test_labels, predictions):
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(f"{prefix}_curves.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, f"{prefix}_curves.png")
 
-    wrong = (predictions != test_labels).nonzero().flatten()[:40].cpu()
     images, labels, preds = test_images.cpu(), test_labels.cpu(), predictions.cpu()
+    wrong = (preds != labels).nonzero().flatten()
     fig, axes = plt.subplots(4, 10, figsize=(10, 4.6))
-    for ax, i in zip(axes.flat, list(wrong) + [None] * 40):
+    for ax in axes.flat:
         ax.axis("off")
-        if i is not None:
-            ax.imshow(images[i, 0], cmap="gray_r")
-            ax.set_title(f"{labels[i]}→{preds[i]}", fontsize=9, color="crimson")
-    fig.suptitle(f"misclassified test digits (true→predicted): first {len(wrong)} of "
-                 f"{int((preds != labels).sum())}")
-    fig.tight_layout()
-    fig.savefig(f"{prefix}_misclassified.png", dpi=100)
-    plt.close(fig)
+    for ax, i in zip(axes.flat, wrong[:40]):
+        ax.imshow(images[i, 0], cmap="gray_r")
+        ax.set_title(f"{labels[i]}→{preds[i]}", fontsize=9, color="crimson")
+    fig.suptitle(f"misclassified test digits (true→predicted): first {len(wrong[:40])} of {len(wrong)}")
+    save_figure(fig, f"{prefix}_misclassified.png")
 
     confusion = torch.zeros(10, 10, dtype=torch.long)
     confusion.index_put_((labels, preds), torch.ones_like(labels), accumulate=True)
@@ -483,159 +351,26 @@ def save_plots(prefix, history, test_images, test_labels, predictions):
                     color="black" if t != p else "gray")
     ax.set(xlabel="predicted", ylabel="true", xticks=range(10), yticks=range(10),
            title="confusion matrix (colour: errors only)")
-    fig.tight_layout()
-    fig.savefig(f"{prefix}_confusion.png", dpi=100)
-    plt.close(fig)
-
-
-def seeds_table(runs, last=5):
-    """Markdown table of a multi-seed run: the last `last` test accuracies per seed, the
-    epoch from which it holds the target, the final accuracy, and a summary."""
-    n_epochs = len(runs[0]["epochs"])
-    last = min(last, n_epochs)
-    head = [f"ep {e}" for e in range(n_epochs - last + 1, n_epochs + 1)]
-    lines = [f"| seed | {' | '.join(head)} | ≥ {TARGET_ACC}% from epoch | final | passes |",
-             "|" + "---|" * (len(head) + 4)]
-    finals, worst, passing = [], 100.0, 0
-    for run in runs:
-        accs = [e["test_acc"] for e in run["epochs"]]
-        tail = accs[-last:]
-        ok = len(accs) == n_epochs and min(tail) >= TARGET_ACC
-        passing += ok
-        finals.append(accs[-1])
-        worst = min(worst, *tail)
-        lines.append(f"| {run['seed']} | {' | '.join(f'{a:.2f}' for a in tail)} | "
-                     f"{holds_from(accs) or 'never'} | {accs[-1]:.2f} | {'yes' if ok else 'NO'} |")
-    mean = sum(finals) / len(finals)
-    std = (sum((f - mean) ** 2 for f in finals) / max(1, len(finals) - 1)) ** 0.5
-    lines += ["", f"- final test accuracy: mean {mean:.2f}% ± {std:.2f} (sample std) over {len(runs)} seeds",
-              f"- worst of the last {last} epochs, all seeds: {worst:.2f}%",
-              f"- seeds at ≥ {TARGET_ACC}% in each of their last {last} epochs: {passing} of {len(runs)}"]
-    return "\n".join(lines)
-
-
-def write_seeds_md(path, runs):
-    """Write the seeds table of `runs` (per-seed JSON records) to `path`; returns the table."""
-    table = seeds_table(runs)
-    first = runs[0]
-    write_atomically(path, f"# {first['step']} over {len(runs)} seeds\n\n"
-                     f"{len(first['epochs'])} epochs each, {first['params']:,} parameters, "
-                     f"device {first['device']}, {first['date']}.\n\n{table}\n")
-    return table
-
-
-def results_table(runs):
-    """Markdown table, one row per step run."""
-    lines = ["| step | params | RF | best train acc | best test acc | final test acc | "
-             f"epochs ≥ {TARGET_ACC}% (count: which) | minutes |",
-             "|---|---:|---:|---:|---:|---:|---|---:|"]
-    for run in runs:
-        e = run["epochs"]
-        test = [x["test_acc"] for x in e]
-        lines.append(f"| {run['step']} | {run['params']:,} | {run['receptive_field']} | "
-                     f"{max(x['train_acc'] for x in e):.2f} | {max(test):.2f} | {test[-1]:.2f} | "
-                     f"{epochs_at_target(test)} | {run['seconds'] / 60:.1f} |")
-    return "\n".join(lines)
-
-
-def write_results_md(json_paths, out_path, seeds_md=None, readme=None):
-    """results.md from the steps' JSONs (and the seeds table, when there is one); both
-    live at the project's top, so the image links work from either file."""
-    runs = []
-    for path in json_paths:
-        try:
-            runs.append(json.loads(Path(path).read_text()))
-        except FileNotFoundError:
-            raise UserError(f"{path} does not exist: run that step first (make all)") from None
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path} is not valid JSON ({error}): rerun that step") from None
-    first = runs[0]
-    same = all((r["seed"], r["device"]) == (first["seed"], first["device"]) for r in runs)
-    setting = (f"seed {first['seed']}, device {first['device']}" if same else
-               "; ".join(f"{r['step']}: seed {r['seed']}, {r['device']}" for r in runs))
-    text = [
-        "# Results", "",
-        f"Written by `make all` from {', '.join(f'`{Path(p).as_posix()}`' for p in json_paths)}; "
-        f"{setting}; run of {first['date']} with torch {first['torch']}. Rerun `make all` to reproduce.",
-        "", results_table(runs), "",
-        "Accuracies in percent on the 10,000 MNIST test images; epochs counted from 1; "
-        "minutes are wall time of the whole step (training and testing).",
-    ]
-    incomplete = [r["step"] for r in runs if r["status"] != "complete"]
-    if incomplete:
-        text += ["", f"**Not complete:** {', '.join(incomplete)} (see their JSON `status`)."]
-    if seeds_md is not None and Path(seeds_md).exists():
-        text += ["", f"## Step 3 over several seeds (`{Path(seeds_md).as_posix()}`)", "",
-                 Path(seeds_md).read_text().split("\n", 2)[2].strip()]
-    last = runs[-1]["step"]
-    plots_dir = Path(json_paths[-1]).parent.as_posix()
-    text += ["", f"## {last}", "",
-             f"![curves]({plots_dir}/{last}_curves.png)", "",
-             f"![confusion]({plots_dir}/{last}_confusion.png) "
-             f"![misclassified]({plots_dir}/{last}_misclassified.png)", "",
-             "Other steps: " + ", ".join(
-                 f"{r['step']} ([curves]({plots_dir}/{r['step']}_curves.png), "
-                 f"[confusion]({plots_dir}/{r['step']}_confusion.png), "
-                 f"[misclassified]({plots_dir}/{r['step']}_misclassified.png))" for r in runs[:-1])]
-    write_atomically(out_path, "\n".join(text) + "\n")
-    if readme is not None:  # the README quotes the same table, between two markers
-        start, end = "<!-- results:start -->", "<!-- results:end -->"
-        before, _, rest = Path(readme).read_text().partition(start)
-        _, found, after = rest.partition(end)
-        if not found:
-            raise UserError(f"{readme} has no {start} ... {end} section to update")
-        body = "\n".join(text[2:]).replace("\n## ", "\n### ")  # all but the title, one level down
-        write_atomically(readme, f"{before}{start}\n{body}\n{end}{after}")
-
-
-# -------------------------------------------------------------------------- checkpoint
-
-
-def save_checkpoint(path, step, model):
-    write_atomically(path, save=lambda f: torch.save({"step": step, "state_dict": model.state_dict()}, f))
-
-
-def load_checkpoint(path, step, model):
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"checkpoint {path} does not exist") from None
-    except Exception as error:
-        raise UserError(f"checkpoint {path} is corrupted or not a checkpoint: {error}") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UserError(f"checkpoint {path} is not one written by --save-model")
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as error:
-        raise UserError(f"checkpoint {path} (from {checkpoint.get('step')}) does not fit {step}'s Net: "
-                        f"{str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else error}"
-                        ) from None
-
-
-# ---------------------------------------------------------------------------- the run
+    save_figure(fig, f"{prefix}_confusion.png")
 
 
 def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, json_path,
-                   augmentation=None, quiet_summary=False):
-    """Train one model and write its JSON after every epoch (so an interrupted run keeps
-    what it finished); returns the run's record and the final test predictions."""
+                   augmentation=None):
+    """Train one model; return the run's record (also written to `json_path`), the model and
+    the last test predictions."""
     train_x, train_y, test_x, test_y = data
     generator = seed_everything(seed)
     model = model_class().to(device)
     rows = summarize(model)
-    if not quiet_summary:
-        print(format_summary(rows))
-    steps_per_epoch = math.ceil(len(train_x) / args.batch_size)
-    optimizer, scheduler = make_optimizer(model, args, steps_per_epoch)
-    record = dict(step=step, params=count_params(model), receptive_field=rows[-1]["rf"],
-                  macs=sum(r["macs"] for r in rows), seed=seed, device=str(device),
-                  date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), torch=torch.__version__,
-                  settings=dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                subset=args.subset, augmentation=augmentation),
-                  status="running", epochs=[], seconds=0.0)
+    print(format_summary(rows))
+    optimizer, scheduler = make_optimizer(model, args, math.ceil(len(train_x) / args.batch_size))
+    record = dict(step=step, seed=seed, params=count_params(model), receptive_field=rows[-1]["rf"],
+                  macs=sum(r["macs"] for r in rows), device=str(device), threads=torch.get_num_threads(),
+                  torch=torch.__version__, date=f"{datetime.datetime.now():%Y-%m-%d %H:%M}",
+                  settings=dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, subset=args.subset,
+                                augmentation=augmentation), status="running", epochs=[], seconds=0.0)
     start = time.perf_counter()
-    predictions = None
-    try:
+    try:  # the JSON is rewritten after every epoch and when training stops, however it stops
         for epoch in range(1, args.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
             stats = train_epoch(model, optimizer, scheduler, train_x, train_y, args.batch_size,
@@ -647,55 +382,36 @@ def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, 
                        f"acc {stats['train_acc']:.2f}%  test loss {test_loss:.4f} acc {test_acc:.2f}%  "
                        f"({stats['train_seconds']:.1f} s)")
             write_atomically(json_path, json.dumps(record, indent=1))
-    except Diverged as error:
-        record["status"] = "diverged"
-        write_atomically(json_path, json.dumps(record, indent=1))
-        raise Diverged(f"{error} of epoch {len(record['epochs']) + 1}: training stopped. "
-                       f"The {len(record['epochs'])} finished epochs are in {json_path}. "
-                       f"Try a smaller --lr.") from None
+        record["status"] = "complete"
     except KeyboardInterrupt:
         record["status"] = "interrupted"
-        write_atomically(json_path, json.dumps(record, indent=1))
         raise
-    record["status"] = "complete"
-    write_atomically(json_path, json.dumps(record, indent=1))
+    except Diverged as error:
+        record["status"] = "diverged"
+        done = len(record["epochs"])
+        raise Diverged(f"{error} of epoch {done + 1}: training stopped. The {done} finished epochs "
+                       f"are in {json_path}. Try a smaller --lr.") from None
+    finally:
+        write_atomically(json_path, json.dumps(record, indent=1))
     return record, model, predictions
 
 
 def run_step(step, model_class, make_optimizer, args, augmentation=None):
-    """What `python stepN_*.py` does: check, load, train (one or several seeds), write."""
+    """What `python stepN_*.py` does: check, load, train, write."""
     device = pick_device(args.device)
     out = prepare_out_dir(args.out)
-    if args.evaluate:
-        model = model_class()
-        load_checkpoint(args.evaluate, step, model)
-        _, _, test_x, test_y = load_mnist(args.data_dir, device, subset=1)
-        loss, accuracy, _ = evaluate(model.to(device), test_x, test_y)
-        print(f"{args.evaluate}: test loss {loss:.4f}, test accuracy {accuracy:.2f}%")
-        return
     data = load_mnist(args.data_dir, device, args.subset)
     print(f"{step}: {len(data[0]):,} training images, {len(data[2]):,} test images, device {device}")
-    if args.seeds:
-        (out / "seeds").mkdir(exist_ok=True)
-        runs = []
-        for i, seed in enumerate(args.seeds):
-            print(f"--- seed {seed} ({i + 1} of {len(args.seeds)})")
-            record, _, _ = train_one_seed(step, model_class, make_optimizer, args, data, device, seed,
-                                          out / "seeds" / f"{step}_seed{seed}.json", augmentation,
-                                          quiet_summary=i > 0)
-            runs.append(record)
-        print(write_seeds_md(out / "seeds.md", runs))
-        return
-    json_path = out / f"{step}.json"
     record, model, predictions = train_one_seed(step, model_class, make_optimizer, args, data, device,
-                                                args.seed, json_path, augmentation)
+                                                args.seed, out / f"{step}.json", augmentation)
     save_plots(out / step, record["epochs"], data[2], data[3], predictions)
-    if args.save_model:
-        save_checkpoint(out / f"{step}.pt", step, model)
-    best = max(e["test_acc"] for e in record["epochs"])
-    print(f"{step}: {record['params']:,} parameters, best test accuracy {best:.2f}%, "
-          f"epochs at ≥ {TARGET_ACC}%: {epochs_at_target([e['test_acc'] for e in record['epochs']])}. "
-          f"Wrote {json_path} and its plots.")
+    if args.save_model:  # read back by tools/robustness.py
+        checkpoint = {"step": step, "state_dict": model.state_dict()}
+        write_atomically(out / f"{step}.pt", save=lambda f: torch.save(checkpoint, f))
+    accuracies = [e["test_acc"] for e in record["epochs"]]
+    print(f"{step}: {record['params']:,} parameters, final test accuracy {accuracies[-1]:.2f}% (best "
+          f"{max(accuracies):.2f}%, {sum(a >= TARGET_ACC for a in accuracies)} epochs at ≥ {TARGET_ACC}%). "
+          f"Wrote {out / step}.json and its plots.")
 
 
 def main_guard(main):
@@ -708,15 +424,6 @@ def main_guard(main):
     except KeyboardInterrupt:
         print("\ninterrupted: the epochs finished so far are in the run's JSON.", file=sys.stderr)
         sys.exit(130)
-
-
-def build_seeds_md(json_paths, output):
-    """`common.py seeds`: one seeds table from per-seed JSONs written by separate runs (for
-    example seeds trained side by side, one process each), in seed order."""
-    runs = sorted((json.loads(Path(p).read_text()) for p in json_paths), key=lambda r: r["seed"])
-    if len({r["step"] for r in runs}) != 1:
-        raise UserError("these JSONs come from different steps; a seeds table needs one step")
-    print(write_seeds_md(output, runs))
 
 # ------------------------------ from step2_bn_gap.py
 import torch

@@ -1,4 +1,11 @@
-"""Shared test helpers. Tests train on real MNIST: MNIST_DATA_DIR, else ../shared/mnist."""
+"""Shared test helpers. Tests train on real MNIST: MNIST_DATA_DIR, else ../shared/mnist.
+
+Most tests call a script's `main` in this process (the command line parsed the same way,
+without starting Python and torch again); a subprocess is used only where the process
+itself is what is tested (exit codes from the interpreter, Ctrl-C, a copied script)."""
+import contextlib
+import importlib
+import io
 import json
 import os
 import subprocess
@@ -8,8 +15,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 STEPS = ["step1_skeleton", "step2_bn_gap", "step3_aug_sched"]
+# One short epoch each on a subset, with settings that learn quickly on few images.
+SMOKE = {
+    "step1_skeleton": ["--subset", "6000", "--batch-size", "32", "--lr", "0.03"],
+    "step2_bn_gap": ["--subset", "6000", "--batch-size", "32"],
+    "step3_aug_sched": ["--subset", "6000", "--batch-size", "32"],
+}
 
 
 def find_data_dir():
@@ -32,21 +45,49 @@ def mnist(data_dir):
     return common.load_mnist(data_dir, common.pick_device("cpu"))
 
 
+def call(main, *argv):
+    """Run a script's `main` (a step's, or a tool's) as its command line would, through
+    common.main_guard; returns (exit code, stdout, stderr)."""
+    import common
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            common.main_guard(lambda: main([str(a) for a in argv]))
+        except SystemExit as exit:
+            code = exit.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def step_main(step):
+    return importlib.import_module(step).main
+
+
+def run_step(step, out, data_dir, *args):
+    """A step's command line, in process: --device cpu, the data, the output folder."""
+    return call(step_main(step), "--device", "cpu", "--data-dir", data_dir, "--out", out, *args)
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(tmp_path_factory, data_dir):
+    """Every step trained once, one epoch on a subset, with its weights saved, into one
+    folder as `make all` would; {step: (exit code, stdout, stderr)}."""
+    out = tmp_path_factory.mktemp("results")
+    return out, {step: run_step(step, out, data_dir, "--epochs", "1", "--save-model", *SMOKE[step])
+                 for step in STEPS}
+
+
 def run_script(script, *args, cwd=None, env=None, timeout=300):
-    """Run a script of the project as a user would; returns the CompletedProcess."""
+    """Run a script of the project in a new process; returns the CompletedProcess."""
     path = script if Path(script).is_absolute() else ROOT / script
     return subprocess.run([sys.executable, str(path), *map(str, args)], cwd=cwd or ROOT,
                           capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
 
 
-def run_step(step, out, data_dir, *args, **kwargs):
-    return run_script(f"{step}.py", "--device", "cpu", "--data-dir", data_dir, "--out", out, *args, **kwargs)
-
-
 def read_json(path):
     return json.loads(Path(path).read_text())
 
 
-def assert_no_traceback(result):
-    assert "Traceback" not in result.stderr, result.stderr
+def assert_no_traceback(text):
+    assert "Traceback" not in text, text

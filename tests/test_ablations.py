@@ -1,18 +1,15 @@
 """tools/ablations.py: each variant is step 3 with exactly its one change, and runs."""
 import json
-import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn as nn
 
+import ablations
 import common
 import step3_aug_sched as step3
-from conftest import ROOT, run_script
-
-sys.path.insert(0, str(ROOT / "tools"))
-import ablations  # noqa: E402
+from conftest import call
 
 
 def make_variant(monkeypatch, name):
@@ -71,19 +68,43 @@ def test_extra_warp_of_size_zero_is_step3s_warp(monkeypatch, warp, size_name, si
     assert (moved - still).abs().max() > 0.1
 
 
-def test_cli_lists_variants_and_runs_one(tmp_path, data_dir):
-    listing = run_script("tools/ablations.py", "--list")
-    assert listing.returncode == 0
-    assert all(name in listing.stdout for name in ablations.VARIANTS)
-    bad = run_script("tools/ablations.py", "no-such-variant")
-    assert bad.returncode != 0 and "invalid choice" in bad.stderr
-    run = run_script("tools/ablations.py", "silu", "--seeds", "2", "--epochs", "1", "--subset", "2000",
-                     "--data-dir", data_dir, "--out", tmp_path, "--device", "cpu")
-    assert run.returncode == 0, run.stderr
-    assert "variant silu" in run.stdout
-    record = json.loads((tmp_path / "seeds" / "step3_aug_sched_seed2.json").read_text())
-    assert record["status"] == "complete" and record["params"] == 7662
-    assert "| 2 |" in (tmp_path / "seeds.md").read_text()
+def test_cli_lists_variants_and_runs_seeds(tmp_path, data_dir, monkeypatch):
+    code, listing, _ = call(ablations.main, "--list")
+    assert code == 0 and all(name in listing for name in ablations.VARIANTS)
+    code, _, stderr = call(ablations.main, "no-such-variant", "--seeds", "1")
+    assert code == 2 and "invalid choice" in stderr
+    apply = ablations.apply  # in this process, make the variant so that the test undoes it
+    monkeypatch.setattr(ablations, "apply", lambda name: apply(name, monkeypatch.setattr))
+    code, stdout, stderr = call(ablations.main, "silu", "--seeds", "2,3", "--epochs", "1", "--subset", "500",
+                                "--data-dir", data_dir, "--out", tmp_path, "--device", "cpu")
+    assert code == 0, stderr
+    assert "variant silu" in stdout
+    for seed in (2, 3):
+        record = json.loads((tmp_path / "seeds" / f"step3_aug_sched_seed{seed}.json").read_text())
+        assert record["status"] == "complete" and record["params"] == 7662 and record["seed"] == seed
+        assert f"| {seed} |" in (tmp_path / "seeds.md").read_text()
+
+
+def test_seeds_side_by_side_match_seeds_one_after_another(tmp_path, data_dir):
+    # Two processes of one thread each give what one thread in this process gives.
+    quick = ["--epochs", "1", "--subset", "300", "--data-dir", data_dir, "--device", "cpu"]
+    code, stdout, stderr = call(ablations.main, "step3", "--seeds", "4,5", "--jobs", "2", "--out",
+                                tmp_path / "side", *quick)
+    assert code == 0, stderr
+    assert "seed 4: started" in stdout and "seed 5: final test accuracy" in stdout
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code, _, stderr = call(ablations.main, "step3", "--seeds", "5", "--out", tmp_path / "alone", *quick)
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0, stderr
+    side, alone = (json.loads((tmp_path / where / "seeds" / "step3_aug_sched_seed5.json").read_text())
+                   for where in ("side", "alone"))
+    assert side["threads"] == alone["threads"] == 1
+    assert [e["test_acc"] for e in side["epochs"]] == [e["test_acc"] for e in alone["epochs"]]
+    assert [e["train_loss"] for e in side["epochs"]] == [e["train_loss"] for e in alone["epochs"]]
+    assert "| 4 |" in (tmp_path / "side" / "seeds.md").read_text()
 
 
 def test_shear_slants_a_vertical_bar(monkeypatch):

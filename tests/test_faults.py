@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import common
-from conftest import ROOT, assert_no_traceback, read_json, run_step
+import robustness
+from conftest import ROOT, assert_no_traceback, call, read_json, run_step, step_main
 
 QUICK = ["--epochs", "1", "--subset", "2000"]
 
@@ -26,12 +27,12 @@ def copy_mnist(data_dir, tmp_path):
 # 1. No data and no network.
 def test_missing_data_names_the_option_the_variable_and_the_layout(tmp_path):
     start = time.monotonic()
-    result = run_step("step3_aug_sched", tmp_path / "out", tmp_path / "empty", *QUICK)
+    code, _, stderr = run_step("step3_aug_sched", tmp_path / "out", tmp_path / "empty", *QUICK)
     assert time.monotonic() - start < 60
-    assert result.returncode == 1
-    assert_no_traceback(result)
+    assert code == 1
+    assert_no_traceback(stderr)
     for words in ("--data-dir", "MNIST_DATA_DIR", "MNIST/raw", "train-images-idx3-ubyte"):
-        assert words in result.stderr
+        assert words in stderr
 
 
 # 2. Truncated or corrupted files are named and never used.
@@ -47,39 +48,38 @@ def test_damaged_mnist_file_is_named(tmp_path, data_dir, damage):
     else:
         data[5000:5100] = bytes(100)  # same size, other pixels: only the checksum sees it
     victim.write_bytes(bytes(data))
-    result = run_step("step3_aug_sched", tmp_path / "out", mnist, *QUICK)
-    assert result.returncode == 1
-    assert_no_traceback(result)
-    assert "t10k-images-idx3-ubyte" in result.stderr
+    code, _, stderr = run_step("step3_aug_sched", tmp_path / "out", mnist, *QUICK)
+    assert code == 1
+    assert_no_traceback(stderr)
+    assert "t10k-images-idx3-ubyte" in stderr
     assert not (tmp_path / "out" / "step3_aug_sched.json").exists()
 
 
 # 3. Invalid options fail with a usage message before any data is read.
 @pytest.mark.parametrize("option", [
     ["--epochs", "0"], ["--batch-size", "-5"], ["--lr", "0"], ["--lr", "nan"], ["--subset", "0"],
-    ["--device", "tpu"], ["--seeds", "1,x"], ["--epochs", "three"],
+    ["--device", "tpu"], ["--seed", "x"], ["--epochs", "three"],
     *([["--device", "cuda"]] if not torch.cuda.is_available() else []),
     *([["--device", "mps"]] if not torch.backends.mps.is_available() else []),
 ])
 def test_invalid_option_is_a_usage_error(tmp_path, option):
     # A data folder that does not exist: reaching the data would print another error.
-    result = subprocess.run([sys.executable, str(ROOT / "step2_bn_gap.py"), "--data-dir",
-                             str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"), *option],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert result.stderr.startswith("usage:")
-    assert option[0] in result.stderr
-    assert "MNIST is not in" not in result.stderr
+    code, _, stderr = call(step_main("step2_bn_gap"), "--data-dir", tmp_path / "nowhere", "--out",
+                           tmp_path / "out", *option)
+    assert code == 2
+    assert stderr.startswith("usage:")
+    assert option[0] in stderr
+    assert "MNIST is not in" not in stderr
     assert not (tmp_path / "out").exists()
 
 
 # 4. Divergence stops training with the epoch and step, keeping what finished.
 def test_divergence_from_the_command_line(tmp_path, data_dir):
-    result = run_step("step1_skeleton", tmp_path, data_dir, "--epochs", "2", "--subset", "2000",
-                      "--lr", "1e9")
-    assert result.returncode == 1
-    assert_no_traceback(result)
-    assert "epoch 1" in result.stderr and "at step" in result.stderr
+    code, _, stderr = run_step("step1_skeleton", tmp_path, data_dir, "--epochs", "2", "--subset", "2000",
+                               "--lr", "1e9")
+    assert code == 1
+    assert_no_traceback(stderr)
+    assert "epoch 1" in stderr and "at step" in stderr
     assert read_json(tmp_path / "step1_skeleton.json")["status"] == "diverged"
 
 
@@ -97,7 +97,7 @@ def test_divergence_after_a_good_epoch_keeps_that_epoch(tmp_path, mnist):
     path = tmp_path / "run.json"
     with pytest.raises(common.Diverged, match=r"at step \d+ of epoch 2"):
         common.train_one_seed("step2_bn_gap", step2_bn_gap.Net, explode_in_second_epoch, args, data,
-                              torch.device("cpu"), 1, path, quiet_summary=True)
+                              torch.device("cpu"), 1, path)
     record = read_json(path)
     assert record["status"] == "diverged" and len(record["epochs"]) == 1
     assert math.isfinite(record["epochs"][0]["train_loss"])
@@ -125,8 +125,8 @@ def test_ctrl_c_keeps_finished_epochs_and_rerun_works(tmp_path, data_dir):
     record = read_json(json_path)
     assert record["status"] == "interrupted" and 1 <= len(record["epochs"]) < 500
     assert not list(tmp_path.glob(".*.tmp"))
-    rerun = run_step("step2_bn_gap", tmp_path, data_dir, *QUICK)
-    assert rerun.returncode == 0, rerun.stderr
+    code, _, stderr = run_step("step2_bn_gap", tmp_path, data_dir, *QUICK)
+    assert code == 0, stderr
     assert read_json(json_path)["status"] == "complete"
 
 
@@ -149,49 +149,49 @@ def test_unwritable_output_folder_fails_before_training(tmp_path, data_dir):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     start = time.monotonic()
-    result = run_step("step3_aug_sched", blocker / "out", data_dir, "--epochs", "5")
+    code, stdout, stderr = run_step("step3_aug_sched", blocker / "out", data_dir, "--epochs", "5")
     assert time.monotonic() - start < 60
-    assert result.returncode == 1
-    assert_no_traceback(result)
-    assert "cannot write to the output folder" in result.stderr and "--out" in result.stderr
-    assert "epoch" not in result.stdout
+    assert code == 1
+    assert_no_traceback(stderr)
+    assert "cannot write to the output folder" in stderr and "--out" in stderr
+    assert "epoch" not in stdout
 
 
-# 7. The same seed twice on the CPU gives the same numbers.
-def test_same_seed_same_metrics(tmp_path, data_dir):
+# 7. The same seed twice on the CPU gives the same numbers, augmentation and dropout included.
+def test_same_seed_same_metrics(tmp_path, mnist):
+    import step3_aug_sched as step3
+    args = SimpleNamespace(epochs=2, batch_size=64, lr=0.1, subset=1000)
+    data = [mnist[0][:1000], mnist[1][:1000], mnist[2][:1000], mnist[3][:1000]]
     runs = []
     for name in ("a", "b"):
-        result = run_step("step3_aug_sched", tmp_path / name, data_dir, "--epochs", "2", "--subset", "1500")
-        assert result.returncode == 0, result.stderr
-        epochs = read_json(tmp_path / name / "step3_aug_sched.json")["epochs"]
-        runs.append([{k: v for k, v in e.items() if k != "train_seconds"} for e in epochs])
+        record, _, _ = common.train_one_seed("step3_aug_sched", step3.Net, step3.make_optimizer, args, data,
+                                             torch.device("cpu"), 1, tmp_path / f"{name}.json", step3.AUGMENTATION)
+        runs.append([{k: v for k, v in e.items() if k != "train_seconds"} for e in record["epochs"]])
     assert runs[0] == runs[1]
+    other, _, _ = common.train_one_seed("step3_aug_sched", step3.Net, step3.make_optimizer, args, data,
+                                        torch.device("cpu"), 2, tmp_path / "c.json", step3.AUGMENTATION)
+    assert other["epochs"][-1]["train_loss"] != runs[0][-1]["train_loss"]
 
 
-# 8. --save-model writes weights that reproduce the reported accuracy; bad ones are refused.
-def test_saved_model_reproduces_test_accuracy(tmp_path, data_dir):
-    result = run_step("step2_bn_gap", tmp_path, data_dir, *QUICK, "--save-model")
-    assert result.returncode == 0, result.stderr
-    checkpoint = tmp_path / "step2_bn_gap.pt"
-    reported = read_json(tmp_path / "step2_bn_gap.json")["epochs"][-1]["test_acc"]
-    evaluation = run_step("step2_bn_gap", tmp_path, data_dir, "--evaluate", checkpoint)
-    assert evaluation.returncode == 0, evaluation.stderr
-    assert f"test accuracy {reported:.2f}%" in evaluation.stdout
-
+# 8. Saved weights reproduce the reported accuracy; bad checkpoints are refused by name.
+def test_saved_weights_reproduce_test_accuracy(smoke_runs, mnist, data_dir, tmp_path):
+    import step1_skeleton
     import step2_bn_gap
-    model = step2_bn_gap.Net()
-    common.load_checkpoint(checkpoint, "step2_bn_gap", model)
-    _, accuracy, _ = common.evaluate(model, *common.load_mnist(data_dir, torch.device("cpu"), 1)[2:])
-    assert accuracy == reported
+    out, _ = smoke_runs
+    checkpoint = out / "step2_bn_gap.pt"
+    reported = read_json(out / "step2_bn_gap.json")["epochs"][-1]["test_acc"]
+    model = robustness.load_checkpoint(checkpoint, "step2_bn_gap", step2_bn_gap.Net())
+    assert common.evaluate(model, *mnist[2:])[1] == reported
 
-    mismatched = run_step("step1_skeleton", tmp_path, data_dir, "--evaluate", checkpoint)
-    assert mismatched.returncode == 1
-    assert_no_traceback(mismatched)
-    assert "does not fit step1_skeleton" in mismatched.stderr
-
+    with pytest.raises(common.UserError, match="does not fit step1_skeleton"):
+        robustness.load_checkpoint(checkpoint, "step1_skeleton", step1_skeleton.Net())
     corrupted = tmp_path / "corrupted.pt"
     corrupted.write_bytes(checkpoint.read_bytes()[:300])
-    broken = run_step("step2_bn_gap", tmp_path, data_dir, "--evaluate", corrupted)
-    assert broken.returncode == 1
-    assert_no_traceback(broken)
-    assert "corrupted" in broken.stderr
+    with pytest.raises(common.UserError, match="corrupted"):
+        robustness.load_checkpoint(corrupted, "step2_bn_gap", step2_bn_gap.Net())
+    (tmp_path / "step2_bn_gap.pt").write_bytes(corrupted.read_bytes())
+    code, _, stderr = call(robustness.main, "--out", tmp_path, "--steps", "step2_bn_gap", "--device", "cpu",
+                           "--data-dir", data_dir)
+    assert code == 1
+    assert_no_traceback(stderr)
+    assert "corrupted" in stderr

@@ -1,20 +1,21 @@
-"""Step 3 with one thing changed: the variants that step 3's Analysis reports, so that
-its figures can be rerun. Same data, schedule, seeds and tables as step 3 itself.
+"""Step 3 on several seeds, as it is or with one thing changed, and its seeds table.
 
-    python tools/ablations.py --list
-    python tools/ablations.py silu --seeds 12,14          # -> results/ablations/silu/seeds.md
-    python tools/ablations.py step3 --batch-size 64 --lr 0.05 --seeds 11,12
+    python tools/ablations.py --list                                  # the variants
+    python tools/ablations.py step3 --seeds 1,2,3,4,5 --jobs 2        # make seeds
+    python tools/ablations.py silu --seeds 21,22,23 --jobs 2          # -> results/experiments/silu/
 
-Every option after the variant's name is step 3's own (`python step3_aug_sched.py --help`);
-changes of batch size or rate need no variant. The Analysis figures were run with one
-thread per run, two runs side by side (`OMP_NUM_THREADS=1`); thread count changes the
-last digits of a run, so rerun them that way to get the same numbers. Step 3's pools
-became anti-aliased after commit 4ba6796; the figures of the other variants were measured
-on the step before that (plain max-pools), so rerun them at that commit; only max-pool,
-blur-second-only and weight-decay-5e-4 are measured against the step as it is now.
+Each seed writes <out>/seeds/step3_aug_sched_seed<N>.json; then <out>/seeds.md is built
+from them (tools/report.py). With --jobs N, N seeds train side by side, each in its own
+process with one thread (one core each); a seed run with one thread gives the same numbers
+alone or beside others, while another thread count changes its last digits. Every other
+option is step 3's own (`python step3_aug_sched.py --help`), so changes of batch size or
+rate need no variant. `make experiments` gathers every variant into EXPERIMENTS.md.
 """
 import argparse
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -23,7 +24,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import common  # noqa: E402
+import report  # noqa: E402
 import step3_aug_sched as step3  # noqa: E402
+
+STEP = "step3_aug_sched"
 
 
 def conv_bn_with(activation=nn.ReLU, dropout=nn.Dropout):
@@ -166,25 +170,80 @@ def apply(name, set_attribute=setattr):
         set_attribute(module, attribute, value)
 
 
+def train_seeds(seeds, args, out):
+    """Train step 3 (as `apply` left it) once per seed in this process."""
+    device = common.pick_device(args.device)
+    data = common.load_mnist(args.data_dir, device, args.subset)
+    for seed in seeds:
+        print(f"--- seed {seed}", flush=True)
+        common.train_one_seed(STEP, step3.Net, step3.make_optimizer, args, data, device, seed,
+                              out / "seeds" / f"{STEP}_seed{seed}.json", step3.AUGMENTATION)
+
+
+def train_side_by_side(variant, seeds, jobs, step_argv, out):
+    """One process per seed, `jobs` at a time, one thread each; output in <out>/seeds/*.log."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    waiting, running = list(seeds), {}
+    while waiting or running:
+        while waiting and len(running) < jobs:
+            seed = waiting.pop(0)
+            log = out / "seeds" / f"{STEP}_seed{seed}.log"
+            command = [sys.executable, __file__, variant, "--seeds", str(seed), "--out", str(out), *step_argv]
+            running[seed] = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+            print(f"seed {seed}: started, log in {log}", flush=True)
+        time.sleep(1)
+        for seed, process in list(running.items()):
+            if process.poll() is None:
+                continue
+            del running[seed]
+            if process.returncode != 0:
+                for other in running.values():
+                    other.terminate()
+                raise common.UserError(f"seed {seed} failed (exit {process.returncode}); see "
+                                       f"{out / 'seeds' / f'{STEP}_seed{seed}.log'}")
+            record = report.read_runs([out / "seeds" / f"{STEP}_seed{seed}.json"])[0]
+            print(f"seed {seed}: final test accuracy {record['epochs'][-1]['test_acc']:.2f}%", flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        epilog="Every other option is step 3's: see `python step3_aug_sched.py --help`. "
-               "Results go to results/ablations/<variant>/ unless --out says otherwise.")
+        epilog="Every other option is step 3's: see `python step3_aug_sched.py --help`.")
     parser.add_argument("variant", nargs="?", choices=VARIANTS, metavar="VARIANT",
                         help="which change to make: " + ", ".join(VARIANTS))
     parser.add_argument("--list", action="store_true", help="describe every variant and stop")
+    parser.add_argument("--seeds", type=seed_list, help="the seeds to train, e.g. 1,2,3")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="seeds trained side by side, one process and one thread each")
+    parser.add_argument("--out", help="folder for the JSONs and seeds.md (default results/experiments/VARIANT)")
     known, step_argv = parser.parse_known_args(argv)
     if known.list or known.variant is None:
         width = max(map(len, VARIANTS))
         print("\n".join(f"{name:{width}}  {what}" for name, (what, _) in VARIANTS.items()))
         return
-    apply(known.variant)
-    args = common.parse_args(step3.__doc__, step3.SETTINGS,
-                             ["--out", f"results/ablations/{known.variant}", *step_argv])
-    print(f"variant {known.variant}: {VARIANTS[known.variant][0]}")
-    common.run_step("step3_aug_sched", step3.Net, step3.make_optimizer, args,
-                    augmentation=step3.AUGMENTATION)
+    if not known.seeds:
+        parser.error("--seeds is required, e.g. --seeds 1,2,3")
+    out = common.prepare_out_dir(Path(known.out or f"results/experiments/{known.variant}"))
+    (out / "seeds").mkdir(exist_ok=True)
+    args = common.parse_args(step3.__doc__, step3.SETTINGS, step_argv)  # step 3's options, checked
+    print(f"variant {known.variant}: {VARIANTS[known.variant][0]}", flush=True)
+    if known.jobs > 1 and len(known.seeds) > 1:
+        train_side_by_side(known.variant, known.seeds, known.jobs, step_argv, out)
+    else:
+        apply(known.variant)
+        train_seeds(known.seeds, args, out)
+    runs = report.read_runs([out / "seeds" / f"{STEP}_seed{seed}.json" for seed in known.seeds])
+    print(report.write_seeds_md(out / "seeds.md", runs))
+
+
+def seed_list(text):
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct seeds like 1,2,3, got {text}")
+    return seeds
 
 
 if __name__ == "__main__":

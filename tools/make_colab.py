@@ -54,8 +54,14 @@ def build(step):
             cell("markdown", f"# {step}\n\n{note.replace('# ', '')}\n\n```\n{docstring.strip()}\n```"),
             cell("code", "# Shared code (from common.py)\n" + common_body),
             cell("code", f"# The step (from {step}.py): model and settings\n" + step_body),
-            cell("code", "# Train. Options as on the command line, e.g. main([\"--epochs\", \"3\"]).\n"
-                         "main_guard(lambda: main([]))"),
+            cell("markdown", "## Train\n\nThe next cell prints the model summary (output shape, parameters, "
+                             "multiply-adds and receptive field of every layer), a line per epoch, and then "
+                             "shows the curves, the misclassified digits and the confusion matrix (also "
+                             "written to `results/`). MNIST is downloaded into `data/`. Options go in `ARGS` "
+                             "as on the command line, e.g. `[\"--epochs\", \"3\"]`; "
+                             "`[\"--help\"]` lists them all."),
+            cell("code", "ARGS = []"),
+            cell("code", "main_guard(lambda: main(ARGS))"),
         ],
         "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
                      "language_info": {"name": "python"}},

@@ -1,0 +1,231 @@
+"""Tables over several runs, written from the runs' JSONs, never typed:
+
+    python tools/report.py results results/step*.json      results.md (+ --readme README.md)
+    python tools/report.py seeds results/seeds/*.json      one step's seeds table
+    python tools/report.py experiments                     EXPERIMENTS.md from results/experiments/
+
+`make results`, `make seeds` and `make experiments` call it.
+"""
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from common import TARGET_ACC, UserError, main_guard, write_atomically  # noqa: E402
+
+LAST = 5  # the target must hold in each of the last LAST epochs
+
+
+def read_runs(paths):
+    """The JSON records at `paths`; a missing or broken file is a clear error."""
+    runs = []
+    for path in paths:
+        try:
+            runs.append(json.loads(Path(path).read_text()))
+        except FileNotFoundError:
+            raise UserError(f"{path} does not exist: run that step first (make all)") from None
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path} is not valid JSON ({error}): rerun that step") from None
+    return runs
+
+
+def accuracies(run):
+    return [e["test_acc"] for e in run["epochs"]]
+
+
+def ranges(numbers):
+    """[1, 2, 3, 7] -> '1-3, 7'."""
+    starts = [n for n in numbers if n - 1 not in numbers]
+    ends = [n for n in numbers if n + 1 not in numbers]
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in zip(starts, ends))
+
+
+def epochs_at_target(accs, target=TARGET_ACC):
+    """'3: 9, 13-14' style: how many epochs (1-based) reach the target, and which."""
+    hits = [i + 1 for i, a in enumerate(accs) if a >= target]
+    return f"{len(hits)}: {ranges(hits)}" if hits else "0"
+
+
+def holds_from(accs, target=TARGET_ACC):
+    """The first epoch from which accuracy stays at or above the target to the end."""
+    first = None
+    for i, a in enumerate(accs):
+        first = None if a < target else first or i + 1
+    return first
+
+
+def seeds_summary(runs):
+    """Mean and sample std of the final accuracies, the worst of the last epochs, passes."""
+    finals = [accuracies(r)[-1] for r in runs]
+    tails = [accuracies(r)[-LAST:] for r in runs]
+    return dict(n=len(runs), mean=statistics.mean(finals), std=statistics.stdev(finals) if len(finals) > 1 else 0.0,
+                worst=min(min(t) for t in tails), passing=sum(min(t) >= TARGET_ACC for t in tails))
+
+
+def seeds_table(runs):
+    """Markdown: the last test accuracies per seed, the epoch from which the target holds,
+    the final accuracy, whether the seed passes, and a summary."""
+    n_epochs = len(runs[0]["epochs"])
+    last = min(LAST, n_epochs)
+    head = [f"ep {e}" for e in range(n_epochs - last + 1, n_epochs + 1)]
+    lines = [f"| seed | {' | '.join(head)} | ≥ {TARGET_ACC}% from epoch | final | passes |",
+             "|" + "---|" * (len(head) + 4)]
+    for run in runs:
+        accs = accuracies(run)
+        ok = len(accs) == n_epochs and min(accs[-last:]) >= TARGET_ACC
+        lines.append(f"| {run['seed']} | {' | '.join(f'{a:.2f}' for a in accs[-last:])} | "
+                     f"{holds_from(accs) or 'never'} | {accs[-1]:.2f} | {'yes' if ok else 'NO'} |")
+    s = seeds_summary(runs)
+    lines += ["", f"- final test accuracy: mean {s['mean']:.2f}% ± {s['std']:.2f} (sample std) over {s['n']} seeds",
+              f"- worst of the last {last} epochs, all seeds: {s['worst']:.2f}%",
+              f"- seeds at ≥ {TARGET_ACC}% in each of their last {last} epochs: {s['passing']} of {s['n']}"]
+    return "\n".join(lines)
+
+
+def write_seeds_md(path, runs):
+    """The seeds table of `runs` (per-seed records, put in seed order) to `path`; returns it."""
+    runs = sorted(runs, key=lambda r: r["seed"])
+    if len({r["step"] for r in runs}) != 1:
+        raise UserError("these JSONs come from different steps; a seeds table needs one step")
+    table, first = seeds_table(runs), runs[0]
+    threads = {r.get("threads") for r in runs}
+    how = f", {threads.pop()} thread(s) per run" if len(threads) == 1 and None not in threads else ""
+    write_atomically(path, f"# {first['step']} over {len(runs)} seeds\n\n{len(first['epochs'])} epochs each, "
+                     f"{first['params']:,} parameters, device {first['device']}{how}, {first['date']}.\n\n{table}\n")
+    return table
+
+
+def results_table(runs, seeds_runs=None):
+    """Markdown, one row per step; the last step also gets its seeds table's summary."""
+    lines = ["| step | params | RF | multiply-adds | final test acc | best | epochs ≥ "
+             f"{TARGET_ACC}% | over seeds: mean final, worst of last {LAST}, passing | minutes |",
+             "|---|---:|---:|---:|---:|---:|---|---|---:|"]
+    for run in runs:
+        accs = accuracies(run)
+        over_seeds = "–"
+        if seeds_runs and run is runs[-1]:
+            s = seeds_summary(seeds_runs)
+            over_seeds = f"{s['mean']:.2f}, {s['worst']:.2f}, {s['passing']} of {s['n']}"
+        lines.append(f"| {run['step']} | {run['params']:,} | {run['receptive_field']} | {run['macs'] / 1e6:.2f} M | "
+                     f"**{accs[-1]:.2f}** | {max(accs):.2f} | {epochs_at_target(accs)} | {over_seeds} | "
+                     f"{run['seconds'] / 60:.1f} |")
+    return "\n".join(lines)
+
+
+def write_results_md(json_paths, out_path, seeds_md=None, robustness_md=None, readme=None):
+    """results.md from the steps' JSONs, with the seeds and robustness tables when they
+    exist; all live at the project's top, so image links work from either file."""
+    runs = read_runs(json_paths)
+    seeds_md = Path(seeds_md) if seeds_md else None
+    seeds_runs = (read_runs(sorted(seeds_md.parent.joinpath("seeds").glob("*.json")))
+                  if seeds_md and seeds_md.exists() else None)
+    first = runs[0]
+    same = all((r["seed"], r["device"]) == (first["seed"], first["device"]) for r in runs)
+    setting = (f"seed {first['seed']}, device {first['device']}" if same else
+               "; ".join(f"{r['step']}: seed {r['seed']}, {r['device']}" for r in runs))
+    text = ["# Results", "",
+            f"Written by `make all` from {', '.join(f'`{Path(p).as_posix()}`' for p in json_paths)}; "
+            f"{setting}; run of {first['date']} with torch {first['torch']}.", "",
+            results_table(runs, seeds_runs), "",
+            "Accuracies in percent on the 10,000 MNIST test images; epochs counted from 1; multiply-adds "
+            "per image; minutes are wall time of the whole step (training and testing)."]
+    incomplete = [r["step"] for r in runs if r["status"] != "complete"]
+    if incomplete:
+        text += ["", f"**Not complete:** {', '.join(incomplete)} (see their JSON `status`)."]
+    if seeds_runs:
+        text += ["", f"## {runs[-1]['step']} over several seeds (`{seeds_md.as_posix()}`)", "",
+                 seeds_md.read_text().split("\n", 2)[2].strip()]
+    if robustness_md and Path(robustness_md).exists():
+        figure = Path(robustness_md).with_suffix(".png").as_posix()
+        text += ["", Path(robustness_md).read_text().strip().replace("# ", "## ", 1), "", f"![robustness]({figure})"]
+    last, plots = runs[-1]["step"], Path(json_paths[-1]).parent.as_posix()
+    text += ["", f"## {last}", "", f"![curves]({plots}/{last}_curves.png)", "",
+             f"![confusion]({plots}/{last}_confusion.png) ![misclassified]({plots}/{last}_misclassified.png)",
+             "", "Other steps: " + ", ".join(
+                 f"{r['step']} ([curves]({plots}/{r['step']}_curves.png), [confusion]({plots}/{r['step']}"
+                 f"_confusion.png), [misclassified]({plots}/{r['step']}_misclassified.png))" for r in runs[:-1])]
+    write_atomically(out_path, "\n".join(text) + "\n")
+    if readme is not None:  # the README quotes the main table, between two markers
+        start, end = "<!-- results:start -->", "<!-- results:end -->"
+        before, _, rest = Path(readme).read_text().partition(start)
+        _, found, after = rest.partition(end)
+        if not found:
+            raise UserError(f"{readme} has no {start} ... {end} section to update")
+        write_atomically(readme, f"{before}{start}\n{results_table(runs, seeds_runs)}\n{end}{after}")
+
+
+def paired_difference(runs, baseline):
+    """Mean and standard error of (final accuracy - baseline's) over the seeds both have."""
+    base = {r["seed"]: accuracies(r)[-1] for r in baseline}
+    diffs = [accuracies(r)[-1] - base[r["seed"]] for r in runs if r["seed"] in base]
+    if len(diffs) < 2:
+        return None
+    return len(diffs), statistics.mean(diffs), statistics.stdev(diffs) / len(diffs) ** 0.5
+
+
+def write_experiments_md(folder, out_path, variants, reference="step3"):
+    """EXPERIMENTS.md: one row per variant with recorded runs in <folder>/<variant>/seeds/,
+    paired against `reference` on the seeds both ran; then the variants with no runs here."""
+    folder = Path(folder)
+    recorded = {d.name: read_runs(sorted(d.glob("seeds/*.json"))) for d in sorted(folder.iterdir())
+                if d.is_dir() and list(d.glob("seeds/*.json"))} if folder.exists() else {}
+    baseline = recorded.get(reference, [])
+    lines = ["# Experiments: step 3 with one change", "",
+             f"Written by `make experiments` (`tools/report.py experiments`) from the per-seed JSONs in "
+             f"`{folder.as_posix()}/<variant>/seeds/`; nothing here is typed. Each variant is step 3 with one "
+             "change (`tools/ablations.py --list`), trained 15 epochs per seed; *passing* means at or above "
+             f"{TARGET_ACC}% in each of the last {LAST} epochs. *Paired* is the mean difference in final "
+             f"accuracy against `{reference}` on the seeds both ran, ± its standard error: at about 0.05 point "
+             "of seed-to-seed noise, only a difference of two standard errors or more says anything.", "",
+             "| variant | what changes | seeds | mean final | worst of last 5 | passing | paired vs "
+             f"{reference} | s / epoch, median (threads) | command |", "|---|---|---|---:|---:|---:|---|---:|---|"]
+    for name, runs in recorded.items():
+        s, seeds = seeds_summary(runs), sorted(r["seed"] for r in runs)
+        paired = paired_difference(runs, baseline) if name != reference else None
+        paired = f"{paired[1]:+.3f} ± {paired[2]:.3f} ({paired[0]} seeds)" if paired else "–"
+        threads = {r.get("threads", "?") for r in runs}
+        seconds = statistics.median(e["train_seconds"] for r in runs for e in r["epochs"])
+        command = (f"`OMP_NUM_THREADS=1 python tools/ablations.py {name} --seeds {','.join(map(str, seeds))} "
+                   f"--jobs 2`")
+        what = variants.get(name, ("(not in tools/ablations.py)",))[0]
+        lines.append(f"| {name} | {what} | {ranges(seeds)} | {s['mean']:.2f} ± {s['std']:.2f} | "
+                     f"{s['worst']:.2f} | {s['passing']} of {s['n']} | {paired} | {seconds:.1f} "
+                     f"({'/'.join(map(str, sorted(threads, key=str)))}) | {command} |")
+    untried = [name for name in variants if name not in recorded]
+    if untried:
+        lines += ["", "Variants with no recorded runs in this repository (their earlier single-session figures "
+                  "were not kept as JSON): run one with `python tools/ablations.py VARIANT --seeds ... --jobs 2`.", ""]
+        lines += [f"- `{name}`: {variants[name][0]}" for name in untried]
+    for name, runs in recorded.items():
+        lines += ["", f"## {name}", "", seeds_table(sorted(runs, key=lambda r: r["seed"]))]
+    write_atomically(out_path, "\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    cli = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    cli.add_argument("command", choices=["results", "seeds", "experiments"], help="what to build")
+    cli.add_argument("jsons", nargs="*", help="results: the steps' JSONs in step order; seeds: per-seed JSONs")
+    cli.add_argument("--output", help="file to write (default: results.md, results/seeds.md, EXPERIMENTS.md)")
+    cli.add_argument("--seeds-md", help="results: the seeds table to include, if it exists")
+    cli.add_argument("--robustness-md", help="results: the robustness table to include, if it exists")
+    cli.add_argument("--readme", help="results: also update the results section of this README")
+    cli.add_argument("--folder", default="results/experiments", help="experiments: where the runs are")
+    args = cli.parse_args(argv)
+    if args.command != "experiments" and not args.jsons:
+        cli.error(f"{args.command} needs JSON files")
+    if args.command == "seeds":
+        print(write_seeds_md(args.output or "results/seeds.md", read_runs(args.jsons)))
+    elif args.command == "results":
+        write_results_md(args.jsons, args.output or "results.md", args.seeds_md, args.robustness_md, args.readme)
+        print(Path(args.output or "results.md").read_text())
+    else:
+        import ablations  # noqa: E402  (beside this file)
+        write_experiments_md(args.folder, args.output or "EXPERIMENTS.md", ablations.VARIANTS)
+        print(f"wrote {args.output or 'EXPERIMENTS.md'}")
+
+
+if __name__ == "__main__":
+    main_guard(main)

@@ -1,0 +1,185 @@
+"""make robustness: each step's test accuracy on the MNIST test digits as they are and moved the
+ways handwriting varies (rotated, shifted, smaller, larger, strokes thicker or thinner, all at
+once), from the weights that `make all` saves (<out>/<step>.pt). A step whose weights are
+missing is trained first (its own settings, or --epochs/--subset for a quick look).
+
+Every perturbation is drawn per image from one fixed seed (SEED), so every step sees the
+same moved digits; it is done batched on the device with the training augmentation's
+sampling (common.affine: bilinear, background fill). Writes <out>/robustness.json, .md
+(the table that results.md quotes) and .png (accuracy against strength, a line per step).
+Evaluation only: a few seconds per step on a CPU.
+"""
+import argparse
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import common  # noqa: E402
+
+STEPS = ["step1_skeleton", "step2_bn_gap", "step3_aug_sched"]
+SEED = 2026
+# kind -> (what, mild, strong): keyword arguments of `perturb`, each drawn per image.
+PERTURBATIONS = {
+    "rotated": ("rotated up to", dict(degrees=15), dict(degrees=30)),
+    "shifted": ("shifted up to, each axis", dict(shift=2), dict(shift=4)),
+    "smaller": ("scaled down to", dict(zoom=(0.85, 1.0)), dict(zoom=(0.7, 1.0))),
+    "larger": ("scaled up to", dict(zoom=(1.0, 1.15)), dict(zoom=(1.0, 1.3))),
+    "thicker": ("strokes thicker, each side, by up to", dict(stroke=(0.0, 0.5)), dict(stroke=(0.0, 1.0))),
+    "thinner": ("strokes thinner, each side, by up to", dict(stroke=(-0.5, 0.0)), dict(stroke=(-1.0, 0.0))),
+    "all at once": ("all of the above, mild / strong",
+                    dict(degrees=15, shift=2, zoom=(0.85, 1.15), stroke=(-0.5, 0.5)),
+                    dict(degrees=30, shift=4, zoom=(0.7, 1.3), stroke=(-1.0, 1.0))),
+}
+
+
+def describe(kind, level):
+    """'up to 15°'-style label of one perturbation's strength."""
+    p = PERTURBATIONS[kind][1 + ["mild", "strong"].index(level)]
+    if kind == "all at once":
+        return level
+    if "degrees" in p:
+        return f"{p['degrees']}°"
+    if "shift" in p:
+        return f"{p['shift']} px"
+    if "zoom" in p:
+        return f"{100 * (p['zoom'][0] if kind == 'smaller' else p['zoom'][1]):.0f}%"
+    return f"{max(map(abs, p['stroke']))} px"
+
+
+def stroke_width(images, pixels):
+    """Thicken (pixels > 0) or thin (pixels < 0) each image's strokes by its own amount, up
+    to one pixel on each side: a blend towards a 3x3 grey-level dilation (the brightest
+    neighbour) or erosion (the darkest). A flat background stays exactly the background."""
+    pixels = pixels.to(images).view(-1, 1, 1, 1)
+    dilated = F.max_pool2d(images, 3, stride=1, padding=1)
+    eroded = -F.max_pool2d(-images, 3, stride=1, padding=1)
+    return images + pixels.clamp(min=0) * (dilated - images) + (-pixels).clamp(min=0) * (eroded - images)
+
+
+def perturb(images, generator, degrees=0.0, shift=0.0, zoom=(1.0, 1.0), stroke=(0.0, 0.0)):
+    """Per image: an angle in [-degrees, degrees], a shift in [-shift, shift] pixels along each
+    axis, a zoom in [zoom[0], zoom[1]] and a stroke change in [stroke[0], stroke[1]] pixels,
+    drawn on the CPU `generator` (the same draws on every device, whatever the strengths).
+    Strength 0 returns the input unchanged."""
+    n = len(images)
+    angles = (torch.rand(n, generator=generator) * 2 - 1) * degrees
+    shifts = (torch.rand(n, 2, generator=generator) * 2 - 1) * shift
+    zooms = zoom[0] + torch.rand(n, generator=generator) * (zoom[1] - zoom[0])
+    strokes = stroke[0] + torch.rand(n, generator=generator) * (stroke[1] - stroke[0])
+    if degrees or shift or zoom != (1.0, 1.0):
+        images = common.affine(images, angles, zooms, shifts)
+    if stroke != (0.0, 0.0):
+        images = stroke_width(images, strokes)
+    return images
+
+
+def load_checkpoint(path, step, model):
+    """Load weights written by --save-model into `model`; a clear error for anything else."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise common.UserError(f"checkpoint {path} does not exist") from None
+    except Exception as error:
+        raise common.UserError(f"checkpoint {path} is corrupted or not a checkpoint: {error}") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise common.UserError(f"checkpoint {path} is not one written by --save-model")
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        lines = str(error).splitlines()
+        raise common.UserError(f"checkpoint {path} (from {checkpoint.get('step')}) does not fit {step}'s "
+                               f"Net: {lines[1].strip() if len(lines) > 1 else error}") from None
+    return model
+
+
+def robustness(model, images, labels):
+    """Accuracy (%) on the plain test images and under every perturbation and level."""
+    # Channels-last memory makes these small convolutions about twice as fast in inference on a
+    # CPU (measured: 4.6 s against 8.4 s for step 3 on 10,000 images); accuracy is the same.
+    model = model.to(memory_format=torch.channels_last)
+
+    def accuracy_on(batch):
+        return common.evaluate(model, batch.contiguous(memory_format=torch.channels_last), labels)[1]
+
+    accuracy = {"plain": accuracy_on(images)}
+    for kind, (_, *levels) in PERTURBATIONS.items():
+        for level, strength in zip(["mild", "strong"], levels):
+            accuracy[f"{kind}, {level}"] = accuracy_on(perturb(images, torch.Generator().manual_seed(SEED), **strength))
+    return accuracy
+
+
+def table(results):
+    """Markdown: one row per perturbation, one column per step."""
+    steps = list(results)
+    lines = ["# Robustness: test accuracy on moved digits", "",
+             f"Written by `make robustness` (`tools/robustness.py`) from each step's saved weights. Each row "
+             f"moves all 10,000 test digits, every image by its own random amount up to the stated strength "
+             f"(seed {SEED}, the same digits for every step); accuracy in percent.", "",
+             f"| test digits | {' | '.join(steps)} |", "|---|" + "---:|" * len(steps)]
+    for key in results[steps[0]]:
+        kind, _, level = key.partition(", ")
+        label = "as they are" if key == "plain" else (
+            f"{kind}, {level}" if kind == "all at once" else f"{PERTURBATIONS[kind][0]} {describe(kind, level)}")
+        lines.append(f"| {label} | {' | '.join(f'{results[s][key]:.2f}' for s in steps)} |")
+    return "\n".join(lines)
+
+
+def plot(results, path):
+    """One panel per kind of perturbation: accuracy at none, mild and strong, a line per step."""
+    fig, axes = common.plt.subplots(1, len(PERTURBATIONS), figsize=(2.3 * len(PERTURBATIONS), 3), sharey=True)
+    for ax, kind in zip(axes, PERTURBATIONS):
+        for step, accuracy in results.items():
+            ax.plot([0, 1, 2], [accuracy["plain"], accuracy[f"{kind}, mild"], accuracy[f"{kind}, strong"]],
+                    "o-", label=step)
+        ax.set(title=kind, xticks=[0, 1, 2],
+               xticklabels=["0"] + [describe(kind, level) for level in ("mild", "strong")])
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[-1].legend(fontsize=7)
+    common.save_figure(fig, path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", default="results", help="folder with <step>.pt; the tables go there too")
+    parser.add_argument("--data-dir", default=os.environ.get(common.DATA_DIR_ENV, "data"),
+                        help="folder holding MNIST/raw/*-ubyte")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    parser.add_argument("--steps", nargs="+", choices=STEPS, default=STEPS, help="which steps")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N test images (smoke runs)")
+    parser.add_argument("--epochs", type=int, help="when weights are missing: train this many epochs")
+    parser.add_argument("--subset", type=int, help="when weights are missing: train on N images")
+    args = parser.parse_args(argv)
+    device = common.pick_device(args.device)
+    out = common.prepare_out_dir(args.out)
+    _, _, images, labels = common.load_mnist(args.data_dir, device, subset=1)
+    images, labels = images[:args.limit], labels[:args.limit]
+    results = {}
+    for name in args.steps:
+        step, checkpoint = importlib.import_module(name), out / f"{name}.pt"
+        if not checkpoint.exists():
+            print(f"{checkpoint} is missing: training {name} first", flush=True)
+            quick = [*(["--epochs", str(args.epochs)] if args.epochs else []),
+                     *(["--subset", str(args.subset)] if args.subset else [])]
+            step.main(["--save-model", "--out", str(out), "--data-dir", str(args.data_dir),
+                       "--device", args.device, *quick])
+        model = load_checkpoint(checkpoint, name, step.Net()).to(device)
+        results[name] = robustness(model, images, labels)
+        print(f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in results[name].items()), flush=True)
+    common.write_atomically(out / "robustness.json", json.dumps(dict(seed=SEED, images=len(labels),
+                                                                     accuracy=results), indent=1))
+    common.write_atomically(out / "robustness.md", table(results) + "\n")
+    plot(results, out / "robustness.png")
+    print("\n" + table(results))
+
+
+if __name__ == "__main__":
+    common.main_guard(main)
