@@ -6,6 +6,10 @@ One epoch each, same model, optimiser, schedule and batch size (step 3's):
   (c) the classic pipeline: torchvision MNIST + RandomAffine + ToTensor + Normalize
       through DataLoader(num_workers=2, shuffle=True);
 and (b) again with channels-last memory and with torch.compile, to decide whether to adopt them.
+
+`--variants step3 blur-second-only ...` instead times (b) for step 3 with each change of
+tools/ablations.py, alternating between them, best of 3: the side-by-side epoch time that
+a change of model must not make worse. It writes results/bench_variants.md.
 """
 import argparse
 import math
@@ -22,6 +26,7 @@ from tqdm import tqdm
 from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import ablations  # noqa: E402
 import common  # noqa: E402
 import step3_aug_sched as step3  # noqa: E402
 
@@ -68,6 +73,22 @@ def time_compute_only(data, device, batch_size):
         training_step(model, optimizer, scheduler, x, y)
     synchronize(device)
     return time.perf_counter() - start
+
+
+def time_variants(variants, data, device, batch_size):
+    """(b) for step 3 as each variant makes it: {variant: best of REPEATS seconds}, alternating."""
+    times = {name: [] for name in variants}
+    for _ in range(REPEATS):
+        for name in variants:
+            saved = [(module, attribute, getattr(module, attribute)) for module, attribute, _ in ablations.VARIANTS[name][1]]
+            ablations.apply(name)
+            try:
+                times[name].append(time_our_epoch(data, device, batch_size))
+            finally:
+                for module, attribute, value in saved:
+                    setattr(module, attribute, value)
+            print(f"{name}: {times[name][-1]:.2f} s", flush=True)
+    return {name: min(seconds) for name, seconds in times.items()}
 
 
 def time_our_epoch(data, device, batch_size, channels_last=False, compile_model=False):
@@ -118,12 +139,26 @@ def main():
                         help="where to run; auto picks cuda, then mps, then cpu")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile row (slow to compile)")
     parser.add_argument("--out", default="results", help="folder for bench.md")
+    parser.add_argument("--variants", nargs="+", choices=ablations.VARIANTS, metavar="VARIANT",
+                        help="only time our epoch for each of these variants of step 3, side by side")
     args = parser.parse_args()
     device = common.pick_device(args.device)
     out = common.prepare_out_dir(args.out)
     data = common.load_mnist(args.data_dir, device)
     batch_size = step3.SETTINGS["batch_size"]
     n = len(data[0])
+    if args.variants:
+        best = time_variants(args.variants, data, device, batch_size)
+        first = best[args.variants[0]]
+        lines = [f"# One epoch of step 3, variants side by side (batch {batch_size})", "",
+                 f"Best of {REPEATS} epochs of {n:,} images each, the variants alternating in one run; device "
+                 f"{device}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+                 f"`python tools/bench.py --variants {' '.join(args.variants)}`.", "",
+                 f"| variant | seconds | images/s | × {args.variants[0]} |", "|---|---:|---:|---:|"]
+        lines += [f"| {name} | {seconds:.2f} | {n / seconds:,.0f} | {seconds / first:.2f} |" for name, seconds in best.items()]
+        common.write_atomically(out / "bench_variants.md", "\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return
 
     # (a) and (b) are close, and one epoch's time varies by a few percent from run to run:
     # take the best of REPEATS runs of each, alternating.

@@ -7,6 +7,7 @@ Generated files are never edited by hand: change common.py or the step, then `ma
 import argparse
 import ast
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -33,7 +34,8 @@ def split_module(source):
             main_block = "\n".join(lines[first:last])
             drop.update(range(first, len(lines)))
     body = "\n".join(line for i, line in enumerate(lines) if i not in drop).strip("\n")
-    return docstring, body, main_block
+    # One blank line between definitions, as in a notebook cell, instead of a module's two.
+    return docstring, re.sub(r"\n\n\n+", "\n\n", body), main_block
 
 
 def build(step):

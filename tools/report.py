@@ -188,8 +188,7 @@ def write_experiments_md(folder, out_path, variants, reference="step3"):
         paired = f"{paired[1]:+.3f} ± {paired[2]:.3f} ({paired[0]} seeds)" if paired else "–"
         threads = {r.get("threads", "?") for r in runs}
         seconds = statistics.median(e["train_seconds"] for r in runs for e in r["epochs"])
-        command = (f"`OMP_NUM_THREADS=1 python tools/ablations.py {name} --seeds {','.join(map(str, seeds))} "
-                   f"--jobs 2`")
+        command = f"`python tools/ablations.py {name} --seeds {','.join(map(str, seeds))} --jobs 2`"
         what = variants.get(name, ("(not in tools/ablations.py)",))[0]
         lines.append(f"| {name} | {what} | {ranges(seeds)} | {s['mean']:.2f} ± {s['std']:.2f} | "
                      f"{s['worst']:.2f} | {s['passing']} of {s['n']} | {paired} | {seconds:.1f} "
