@@ -54,8 +54,10 @@ def build(step):
     notebook = {
         "cells": [
             cell("markdown", f"# {step}\n\n{note.replace('# ', '')}\n\n```\n{docstring.strip()}\n```"),
-            cell("code", "# Shared code (from common.py)\n" + common_body),
             cell("code", f"# The step (from {step}.py): model and settings\n" + step_body),
+            cell("markdown", "The machinery every step shares (from `common.py`): options, MNIST in memory, "
+                             "batched augmentation, the model summary, the training loop, the plots."),
+            cell("code", "# Shared code (from common.py)\n" + common_body),
             cell("markdown", "## Train\n\nThe next cell prints the model summary (output shape, parameters, "
                              "multiply-adds and receptive field of every layer), a line per epoch, and then "
                              "shows the curves, the misclassified digits and the confusion matrix (also "
