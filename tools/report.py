@@ -179,9 +179,12 @@ def write_experiments_md(folder, out_path, variants, reference="step3"):
              "change (`tools/ablations.py --list`), trained 15 epochs per seed; *passing* means at or above "
              f"{TARGET_ACC}% in each of the last {LAST} epochs. *Paired* is the mean difference in final "
              f"accuracy against `{reference}` on the seeds both ran, ± its standard error: at about 0.05 point "
-             "of seed-to-seed noise, only a difference of two standard errors or more says anything.", "",
+             "of seed-to-seed noise, only a difference of two standard errors or more says anything. Seconds "
+             "per epoch are the median of the runs' own timings, two runs side by side on a 2-core CPU ('?': "
+             "thread count not recorded): rough; `tools/bench.py --variants A B` times variants side by side.", "",
              "| variant | what changes | seeds | mean final | worst of last 5 | passing | paired vs "
              f"{reference} | s / epoch, median (threads) | command |", "|---|---|---|---:|---:|---:|---|---:|---|"]
+    recorded = dict(sorted(recorded.items(), key=lambda item: item[0] != reference))  # the reference first
     for name, runs in recorded.items():
         s, seeds = seeds_summary(runs), sorted(r["seed"] for r in runs)
         paired = paired_difference(runs, baseline) if name != reference else None
@@ -195,8 +198,9 @@ def write_experiments_md(folder, out_path, variants, reference="step3"):
                      f"({'/'.join(map(str, sorted(threads, key=str)))}) | {command} |")
     untried = [name for name in variants if name not in recorded]
     if untried:
-        lines += ["", "Variants with no recorded runs in this repository (their earlier single-session figures "
-                  "were not kept as JSON): run one with `python tools/ablations.py VARIANT --seeds ... --jobs 2`.", ""]
+        lines += ["", "Variants with no recorded runs here (figures measured for them earlier were not kept as "
+                  "JSON, so none is quoted): run one with `python tools/ablations.py VARIANT --seeds ... --jobs 2`.",
+                  ""]
         lines += [f"- `{name}`: {variants[name][0]}" for name in untried]
     for name, runs in recorded.items():
         lines += ["", f"## {name}", "", seeds_table(sorted(runs, key=lambda r: r["seed"]))]
