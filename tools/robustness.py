@@ -27,12 +27,12 @@ STEPS = ["step1_skeleton", "step2_bn_gap", "step3_aug_sched"]
 SEED = 2026
 # kind -> (what, mild, strong): keyword arguments of `perturb`, each drawn per image.
 PERTURBATIONS = {
-    "rotated": ("rotated up to", dict(degrees=15), dict(degrees=30)),
-    "shifted": ("shifted up to, each axis", dict(shift=2), dict(shift=4)),
-    "smaller": ("scaled down to", dict(zoom=(0.85, 1.0)), dict(zoom=(0.7, 1.0))),
-    "larger": ("scaled up to", dict(zoom=(1.0, 1.15)), dict(zoom=(1.0, 1.3))),
-    "thicker": ("strokes thicker, each side, by up to", dict(stroke=(0.0, 0.5)), dict(stroke=(0.0, 1.0))),
-    "thinner": ("strokes thinner, each side, by up to", dict(stroke=(-0.5, 0.0)), dict(stroke=(-1.0, 0.0))),
+    "rotated": ("rotated up to {}", dict(degrees=15), dict(degrees=30)),
+    "shifted": ("shifted up to {} along each axis", dict(shift=2), dict(shift=4)),
+    "smaller": ("scaled down to {}", dict(zoom=(0.85, 1.0)), dict(zoom=(0.7, 1.0))),
+    "larger": ("scaled up to {}", dict(zoom=(1.0, 1.15)), dict(zoom=(1.0, 1.3))),
+    "thicker": ("strokes thicker by up to {} on each side", dict(stroke=(0.0, 0.5)), dict(stroke=(0.0, 1.0))),
+    "thinner": ("strokes thinner by up to {} on each side", dict(stroke=(-0.5, 0.0)), dict(stroke=(-1.0, 0.0))),
     "all at once": ("all of the above, mild / strong",
                     dict(degrees=15, shift=2, zoom=(0.85, 1.15), stroke=(-0.5, 0.5)),
                     dict(degrees=30, shift=4, zoom=(0.7, 1.3), stroke=(-1.0, 1.0))),
@@ -126,7 +126,7 @@ def table(results):
     for key in results[steps[0]]:
         kind, _, level = key.partition(", ")
         label = "as they are" if key == "plain" else (
-            f"{kind}, {level}" if kind == "all at once" else f"{PERTURBATIONS[kind][0]} {describe(kind, level)}")
+            f"{kind}, {level}" if kind == "all at once" else PERTURBATIONS[kind][0].format(describe(kind, level)))
         lines.append(f"| {label} | {' | '.join(f'{results[s][key]:.2f}' for s in steps)} |")
     return "\n".join(lines)
 
