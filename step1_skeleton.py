@@ -11,7 +11,7 @@ Target
 Result (`make all`, seed 1, CPU; results/step1_skeleton.json)
     22,586 parameters, 1.39 M multiply-adds per image, receptive field 36 px.
     Best train accuracy 99.57%, best test accuracy 98.99% (epoch 15); no epoch at or
-    above 99.4%. 8.5 s of training per epoch, 2.5 minutes for the step.
+    above 99.4%. 10.3 s of training per epoch, 2.8 minutes for the step.
 
 Analysis
     The structure works: without BatchNorm it still learns from the first epoch (97.16%

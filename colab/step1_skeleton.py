@@ -11,7 +11,7 @@ Target
 Result (`make all`, seed 1, CPU; results/step1_skeleton.json)
     22,586 parameters, 1.39 M multiply-adds per image, receptive field 36 px.
     Best train accuracy 99.57%, best test accuracy 98.99% (epoch 15); no epoch at or
-    above 99.4%. 8.5 s of training per epoch, 2.5 minutes for the step.
+    above 99.4%. 10.3 s of training per epoch, 2.8 minutes for the step.
 
 Analysis
     The structure works: without BatchNorm it still learns from the first epoch (97.16%
@@ -55,10 +55,8 @@ MNIST_FILES = {  # name -> (magic number, shape): the IDX header every MNIST fil
     "train-images-idx3-ubyte": (2051, (60000, 28, 28)), "train-labels-idx1-ubyte": (2049, (60000,)),
     "t10k-images-idx3-ubyte": (2051, (10000, 28, 28)), "t10k-labels-idx1-ubyte": (2049, (10000,))}
 
-
 class UserError(Exception):
     """A problem the user can fix: printed as one message, without a traceback."""
-
 
 def parse_args(doc, defaults, argv=None):
     """The options every step takes; `defaults` holds the step's real settings."""
@@ -86,18 +84,15 @@ def parse_args(doc, defaults, argv=None):
         parser.error(f"--device {args.device}: no {args.device.upper()} device is available here")
     return args
 
-
 def pick_device(name="auto"):
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     return torch.device(name)
 
-
 def seed_everything(seed):
     """Seed torch (weights, dropout); return a CPU generator for data order and augmentation."""
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
 
 def check_mnist_files(data_dir):
     """Refuse a damaged MNIST file, naming it: IDX header, size, and SHA256SUMS if present."""
@@ -118,7 +113,6 @@ def check_mnist_files(data_dir):
         if name and hashlib.sha256(Path(data_dir, name).read_bytes()).hexdigest() != digest:
             raise UserError(f"{Path(data_dir, name)} does not match its checksum in {sums}: "
                             f"the file is corrupted. Copy or download it again.")
-
 
 def load_mnist(data_dir, device, subset=None):
     """Train and test images (normalised, N x 1 x 28 x 28) and labels, four tensors on `device`;
@@ -142,7 +136,6 @@ def load_mnist(data_dir, device, subset=None):
         tensors += [images.to(device), dataset.targets[:count].to(device)]
     return tensors
 
-
 def random_affine(n, augmentation, generator):
     """Per image: an angle in [-degrees, degrees], a zoom in [1 - zoom, 1 + zoom] and a
     shift in [-shift, shift] pixels along each axis, for `augmentation` = dict(degrees=...,
@@ -152,7 +145,6 @@ def random_affine(n, augmentation, generator):
     angles = uniform(n) * augmentation["degrees"]
     zooms = 1 + uniform(n) * augmentation.get("zoom", 0.0)
     return angles, zooms, uniform(n, 2) * augmentation.get("shift", 0.0)
-
 
 def affine(images, angles, zooms=None, shifts=None, displacement=None):
     """Rotate each image by its own angle (degrees, counter-clockwise as RandomRotation), zoom it
@@ -173,7 +165,6 @@ def affine(images, angles, zooms=None, shifts=None, displacement=None):
         grid = grid + displacement.to(grid) * (2 / size)
     # Sampling outside the image gives 0; shift values so that 0 is the background.
     return F.grid_sample(images - BACKGROUND, grid, mode="bilinear", align_corners=False) + BACKGROUND
-
 
 def summarize(model, input_shape=(1, 1, 28, 28)):
     """Run one blank image through `model` and record, per leaf layer in the order it runs, its
@@ -207,7 +198,6 @@ def summarize(model, input_shape=(1, 1, 28, 28)):
     model.train(was_training)
     return rows
 
-
 def format_summary(rows):
     lines = [f"{'layer':<14}{'type':<18}{'output':>12}{'params':>9}{'MACs':>10}{'RF':>5}{'jump':>6}"]
     lines += [f"{r['name']:<14}{r['layer']:<18}{'x'.join(map(str, r['shape'])):>12}{r['params']:>9,}"
@@ -216,14 +206,11 @@ def format_summary(rows):
                  f"multiply-adds per image, receptive field {rows[-1]['rf']} px")
     return "\n".join(lines)
 
-
 def count_params(model):
     return sum(p.numel() for p in model.parameters())
 
-
 class Diverged(UserError):
     """The training loss became NaN or infinite."""
-
 
 def train_epoch(model, optimizer, scheduler, images, labels, batch_size, generator,
                 augmentation=None, desc="train", refresh_every=50):
@@ -267,7 +254,6 @@ def train_epoch(model, optimizer, scheduler, images, labels, batch_size, generat
     return dict(train_loss=float(loss_sum) / n, train_acc=100 * int(correct) / n,
                 train_seconds=time.perf_counter() - start)
 
-
 @torch.inference_mode()
 def evaluate(model, images, labels, batch_size=2000):
     """Test loss, accuracy (%) and the predicted labels, in large batches."""
@@ -276,7 +262,6 @@ def evaluate(model, images, labels, batch_size=2000):
     predictions = logits.argmax(1)
     accuracy = 100 * (predictions == labels).float().mean().item()
     return F.cross_entropy(logits, labels).item(), accuracy, predictions
-
 
 def write_atomically(path, text=None, save=None):
     """Write `text` (or call `save(file)`) so that `path` is the old or the new file, never half."""
@@ -290,7 +275,6 @@ def write_atomically(path, text=None, save=None):
         os.unlink(tmp)
         raise
 
-
 def prepare_out_dir(out):
     """Create the output folder and prove it is writable, before any training."""
     try:
@@ -301,7 +285,6 @@ def prepare_out_dir(out):
                         f"Choose another with --out.") from None
     return Path(out)
 
-
 def save_figure(fig, path):
     """Write `fig` as a PNG; in a notebook (Colab, Jupyter: the inline backend) also show it."""
     fig.tight_layout()
@@ -309,7 +292,6 @@ def save_figure(fig, path):
     if "inline" in matplotlib.get_backend():
         plt.show()
     plt.close(fig)
-
 
 def save_plots(prefix, history, test_images, test_labels, predictions):
     """<prefix>_curves.png, _misclassified.png and _confusion.png."""
@@ -352,7 +334,6 @@ def save_plots(prefix, history, test_images, test_labels, predictions):
            title="confusion matrix (colour: errors only)")
     save_figure(fig, f"{prefix}_confusion.png")
 
-
 def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, json_path,
                    augmentation=None):
     """Train one model; return the run's record (also written to `json_path`), the model and
@@ -394,7 +375,6 @@ def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, 
         write_atomically(json_path, json.dumps(record, indent=1))
     return record, model, predictions
 
-
 def run_step(step, model_class, make_optimizer, args, augmentation=None):
     """What `python stepN_*.py` does: check, load, train, write."""
     device = pick_device(args.device)
@@ -412,7 +392,6 @@ def run_step(step, model_class, make_optimizer, args, augmentation=None):
           f"{max(accuracies):.2f}%, {sum(a >= TARGET_ACC for a in accuracies)} epochs at ≥ {TARGET_ACC}%). "
           f"Wrote {out / step}.json and its plots.")
 
-
 def main_guard(main):
     """Run a step's main: a UserError becomes one message and exit code 1, Ctrl-C exit 130."""
     try:
@@ -428,9 +407,7 @@ def main_guard(main):
 import torch
 import torch.nn as nn
 
-
 SETTINGS = dict(epochs=15, batch_size=128, lr=0.01)
-
 
 class Net(nn.Module):
     def __init__(self):
@@ -456,11 +433,9 @@ class Net(nn.Module):
         x = self.transition2(self.block2(x))
         return self.output(self.block3(x))
 
-
 def make_optimizer(model, args, steps_per_epoch):
     """Plain SGD with momentum at a constant rate: no schedule yet."""
     return torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9), None
-
 
 def main(argv=None):
     args = parse_args(__doc__, SETTINGS, argv)
