@@ -189,7 +189,8 @@ def train_side_by_side(variant, seeds, jobs, step_argv, out):
             seed = waiting.pop(0)
             log = out / "seeds" / f"{STEP}_seed{seed}.log"
             command = [sys.executable, __file__, variant, "--seeds", str(seed), "--out", str(out), *step_argv]
-            running[seed] = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+            with log.open("w") as output:  # the child keeps its own handle
+                running[seed] = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
             print(f"seed {seed}: started, log in {log}", flush=True)
         time.sleep(1)
         for seed, process in list(running.items()):
