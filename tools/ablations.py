@@ -12,6 +12,7 @@ option is step 3's own (`python step3_aug_sched.py --help`), so changes of batch
 rate need no variant. `make experiments` gathers every variant into EXPERIMENTS.md.
 """
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -132,6 +133,9 @@ VARIANTS = {
     "silu": ("SiLU instead of ReLU", [(step3, "conv_bn", conv_bn_with(activation=nn.SiLU))]),
     "mild-augmentation": ("7 degrees, 5% zoom, 1 pixel shift (step 3: 10, 10%, 2)",
                           [(step3, "AUGMENTATION", dict(degrees=7.0, zoom=0.05, shift=1.0))]),
+    "plain-last-third": ("no augmentation in the last third of the epochs (11-15 of 15): "
+                         "the model ends on the digits as they are written",
+                         [(step3, "AUGMENTATION", {**step3.AUGMENTATION, "plain_share": 1 / 3})]),
     "elastic": (f"step 3's augmentation and an elastic warp of up to {ELASTIC_PIXELS:g} pixels",
                 [(common, "affine", affine_and_elastic)]),
     "shear": (f"step 3's augmentation and a random slant (horizontal shear up to {SHEAR:g})",
@@ -168,6 +172,18 @@ def apply(name, set_attribute=setattr):
     tests pass monkeypatch.setattr, which undoes it)."""
     for module, attribute, value in VARIANTS[name][1]:
         set_attribute(module, attribute, value)
+
+
+@contextlib.contextmanager
+def applied(name):
+    """Step 3 as variant `name` inside the `with` block, as it was again after it."""
+    saved = [(module, attribute, getattr(module, attribute)) for module, attribute, _ in VARIANTS[name][1]]
+    apply(name)
+    try:
+        yield
+    finally:
+        for module, attribute, value in saved:
+            setattr(module, attribute, value)
 
 
 def train_seeds(seeds, args, out):
