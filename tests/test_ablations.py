@@ -140,3 +140,26 @@ def test_weight_decay_variant_reaches_the_optimizer(monkeypatch):
     monkeypatch.undo()
     optimizer, _ = step3.make_optimizer(seeded_net(), SimpleNamespace(lr=0.1, epochs=1), 4)
     assert optimizer.param_groups[0]["weight_decay"] == step3.WEIGHT_DECAY == 1e-4
+
+
+def test_average_variant_tests_the_moving_average(monkeypatch, mnist):
+    """With decay 0 the average is the model itself (weights and BatchNorm statistics); with
+    decay 0.9 the test reads weights that lag behind the model's."""
+    make_variant(monkeypatch, "average-floor-10")
+    assert step3.RATE_FLOOR == 0.1
+    images, labels = mnist[0][:500], mnist[1][:500]
+    losses = {}  # (the test's, the model's own) test loss
+    for decay in (0.0, 0.9):
+        monkeypatch.setattr(ablations, "AVERAGE_DECAY", decay)
+        model = seeded_net()
+        optimizer, scheduler = step3.make_optimizer(model, SimpleNamespace(lr=0.1, epochs=1), 5)
+        common.train_epoch(model, optimizer, scheduler, images, labels, 100,
+                           torch.Generator().manual_seed(0), step3.AUGMENTATION)
+        average = model.__dict__["average"].module
+        same = all(torch.equal(a, b) for a, b in zip(average.state_dict().values(), model.state_dict().values()))
+        assert same == (decay == 0.0)
+        assert common.count_params(model) == 7662  # the average is not one of the model's modules
+        test_images, test_labels = mnist[2][:1000], mnist[3][:1000]
+        losses[decay] = (common.evaluate(model, test_images, test_labels)[0],
+                         ablations.step3_evaluate(model, test_images, test_labels)[0])
+    assert losses[0.0][0] == losses[0.0][1] and losses[0.9][0] != losses[0.9][1]

@@ -123,6 +123,28 @@ def affine_and_shear(images, angles, zooms=None, shifts=None):
     return step3_affine(images, angles, zooms, shifts, displacement=displacement)
 
 
+step3_make_optimizer, step3_evaluate = step3.make_optimizer, common.evaluate
+AVERAGE_DECAY = 0.999  # the moving average's weight on its past, per step: about 2 epochs
+
+
+def make_optimizer_with_average(model, args, steps_per_epoch):
+    """Step 3's optimiser and schedule; after every step an exponential moving average of the
+    weights and BatchNorm statistics is updated, kept beside the model (not as one of its
+    modules: it must not count as parameters), and the test reads it (evaluate_average)."""
+    optimizer, scheduler = step3_make_optimizer(model, args, steps_per_epoch)
+    average = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(AVERAGE_DECAY), use_buffers=True)
+    model.__dict__["average"] = average
+    optimizer.register_step_post_hook(lambda *_: average.update_parameters(model))
+    return optimizer, scheduler
+
+
+def evaluate_average(model, images, labels, batch_size=2000):
+    """common.evaluate on the model's moving average where it has one."""
+    average = model.__dict__.get("average")
+    return step3_evaluate(average.module if average else model, images, labels, batch_size)
+
+
 # name: (what changes, [(module, attribute, new value), ...])
 VARIANTS = {
     "step3": ("step 3 unchanged", []),
@@ -136,6 +158,10 @@ VARIANTS = {
     "plain-last-third": ("no augmentation in the last third of the epochs (11-15 of 15): "
                          "the model ends on the digits as they are written",
                          [(step3, "AUGMENTATION", {**step3.AUGMENTATION, "plain_share": 1 / 3})]),
+    "average-floor-10": ("the rate's floor at 10% of its peak (step 3: 1%), and the test reads a moving "
+                         f"average of the weights and BatchNorm statistics (decay {AVERAGE_DECAY} per step)",
+                         [(step3, "RATE_FLOOR", 0.1), (step3, "make_optimizer", make_optimizer_with_average),
+                          (common, "evaluate", evaluate_average)]),
     "elastic": (f"step 3's augmentation and an elastic warp of up to {ELASTIC_PIXELS:g} pixels",
                 [(common, "affine", affine_and_elastic)]),
     "shear": (f"step 3's augmentation and a random slant (horizontal shear up to {SHEAR:g})",
