@@ -328,15 +328,6 @@ def save_plots(prefix, history, test_images, test_labels, predictions):
     save_figure(fig, f"{prefix}_confusion.png")
 
 
-def augmentation_for(epoch, epochs, augmentation):
-    """The augmentation of `epoch` (1-based): none in the last `plain_share` of the epochs, so
-    that the model ends on the digits as they are written."""
-    if not augmentation:
-        return None
-    plain_epochs = round(epochs * augmentation.get("plain_share", 0.0))
-    return augmentation if epoch <= epochs - plain_epochs else None
-
-
 def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, json_path,
                    augmentation=None):
     """Train one model; return the run's record (also written to `json_path`), the model and
@@ -356,9 +347,8 @@ def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, 
     try:  # the JSON is rewritten after every epoch and when training stops, however it stops
         for epoch in range(1, args.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
-            stats = train_epoch(model, optimizer, scheduler, train_x, train_y, args.batch_size, generator,
-                                augmentation_for(epoch, args.epochs, augmentation),
-                                desc=f"epoch {epoch}/{args.epochs}")
+            stats = train_epoch(model, optimizer, scheduler, train_x, train_y, args.batch_size,
+                                generator, augmentation, desc=f"epoch {epoch}/{args.epochs}")
             test_loss, test_acc, predictions = evaluate(model, test_x, test_y)
             record["epochs"].append(dict(epoch=epoch, lr=lr, **stats, test_loss=test_loss, test_acc=test_acc))
             record["seconds"] = time.perf_counter() - start

@@ -430,6 +430,7 @@ DROPOUT = 0.05
 WEIGHT_DECAY = 1e-4
 WARMUP_END = 0.2  # share of the steps spent raising the rate to its peak
 ANNEAL_END = 0.75  # share of the steps after which the rate stays at its floor
+RATE_FLOOR = 0.01  # the floor, as a share of --lr
 
 def conv_bn(in_channels, out_channels, padding=0):
     """3x3 convolution -> BatchNorm -> ReLU -> dropout (no conv bias: BatchNorm has one)."""
@@ -481,7 +482,7 @@ def make_optimizer(model, args, steps_per_epoch):
         if progress < WARMUP_END:
             return 0.04 + 0.96 * progress / WARMUP_END
         anneal = min(1.0, (progress - WARMUP_END) / (ANNEAL_END - WARMUP_END))
-        return 0.01 + 0.99 * (1 + math.cos(math.pi * anneal)) / 2
+        return RATE_FLOOR + (1 - RATE_FLOOR) * (1 + math.cos(math.pi * anneal)) / 2
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, rate_factor)
 

@@ -163,3 +163,27 @@ def test_average_variant_tests_the_moving_average(monkeypatch, mnist):
         losses[decay] = (common.evaluate(model, test_images, test_labels)[0],
                          ablations.step3_evaluate(model, test_images, test_labels)[0])
     assert losses[0.0][0] == losses[0.0][1] and losses[0.9][0] != losses[0.9][1]
+
+
+def test_plain_last_third_trains_the_last_third_on_plain_digits(monkeypatch, tmp_path, mnist):
+    """Over 3 epochs: epochs 1-2 are step 3's, epoch 3 continues them without augmentation."""
+    args = SimpleNamespace(epochs=3, batch_size=100, lr=0.1, subset=300)
+    data = [t[:300] for t in mnist]
+
+    def train_losses(name):
+        record, _, _ = common.train_one_seed("step3_aug_sched", step3.Net, step3.make_optimizer, args, data,
+                                             torch.device("cpu"), 1, tmp_path / f"{name}.json", step3.AUGMENTATION)
+        return [e["train_loss"] for e in record["epochs"]]
+
+    augmented = train_losses("step3")
+    make_variant(monkeypatch, "plain-last-third")
+    variant = train_losses("plain-last-third")
+    assert variant[:2] == augmented[:2] and variant[2] != augmented[2]
+    generator = common.seed_everything(1)  # the same run by hand: epoch 3 on plain digits
+    model = step3.Net()
+    common.summarize(model)
+    optimizer, scheduler = ablations.step3_make_optimizer(model, args, 3)
+    for augmentation, expected in zip([step3.AUGMENTATION] * 2 + [None], variant):
+        stats = ablations.step3_train_epoch(model, optimizer, scheduler, data[0], data[1], 100, generator,
+                                            augmentation)
+        assert stats["train_loss"] == expected

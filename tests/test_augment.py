@@ -1,6 +1,4 @@
 """Batched augmentation: range, shape, fill, determinism, identity, and agreement with torchvision."""
-from types import SimpleNamespace
-
 import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
@@ -107,30 +105,3 @@ def test_zoom_matches_torchvision_affine(mnist):
                        interpolation=InterpolationMode.BILINEAR, fill=[common.BACKGROUND])
     assert (ours - theirs).abs().mean() < 0.05
 
-
-def test_plain_share_trains_only_the_last_epochs_on_plain_digits(tmp_path, mnist):
-    """With plain_share 1/2 over 2 epochs, epoch 1 is augmented and epoch 2 is not."""
-    import step3_aug_sched as step3
-    args = SimpleNamespace(epochs=2, batch_size=100, lr=0.1, subset=500)
-    data = [t[:500] for t in mnist]
-
-    def run(name, augmentation):
-        record, _, _ = common.train_one_seed("step3_aug_sched", step3.Net, step3.make_optimizer, args, data,
-                                                 torch.device("cpu"), 1, tmp_path / f"{name}.json", augmentation)
-        return [e["train_loss"] for e in record["epochs"]]
-
-    augmented = run("augmented", step3.AUGMENTATION)
-    half = run("half", {**step3.AUGMENTATION, "plain_share": 0.5})
-    assert half[0] == augmented[0] and half[1] != augmented[1]
-
-    # Replayed by hand: epoch 1 augmented, then epoch 2 on the digits as they are.
-    generator = common.seed_everything(1)
-    model = step3.Net()
-    common.summarize(model)
-    optimizer, scheduler = step3.make_optimizer(model, args, 5)
-    for augmentation, expected in ((step3.AUGMENTATION, half[0]), (None, half[1])):
-        stats = common.train_epoch(model, optimizer, scheduler, data[0], data[1], 100, generator, augmentation)
-        assert stats["train_loss"] == expected
-    plain = [common.augmentation_for(e, 15, {"plain_share": 1 / 3}) is None for e in range(1, 16)]
-    assert plain == [False] * 10 + [True] * 5
-    assert common.augmentation_for(1, 1, {"plain_share": 1 / 3}) is not None  # a 1-epoch run stays augmented

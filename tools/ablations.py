@@ -123,7 +123,27 @@ def affine_and_shear(images, angles, zooms=None, shifts=None):
     return step3_affine(images, angles, zooms, shifts, displacement=displacement)
 
 
-step3_make_optimizer, step3_evaluate = step3.make_optimizer, common.evaluate
+step3_make_optimizer, step3_evaluate, step3_train_epoch = step3.make_optimizer, common.evaluate, common.train_epoch
+
+
+def make_optimizer_noting_length(model, args, steps_per_epoch):
+    """Step 3's optimiser and schedule, the run's length noted on the schedule for
+    train_epoch_plain_last_third."""
+    optimizer, scheduler = step3_make_optimizer(model, args, steps_per_epoch)
+    scheduler.epochs, scheduler.steps_per_epoch = args.epochs, steps_per_epoch
+    return optimizer, scheduler
+
+
+def train_epoch_plain_last_third(model, optimizer, scheduler, images, labels, batch_size, generator,
+                                 augmentation=None, **options):
+    """common.train_epoch, without augmentation in the last third of the run's epochs."""
+    epoch = scheduler.last_epoch // scheduler.steps_per_epoch + 1  # the scheduler steps once per batch
+    if epoch > scheduler.epochs - round(scheduler.epochs / 3):
+        augmentation = None
+    return step3_train_epoch(model, optimizer, scheduler, images, labels, batch_size, generator,
+                             augmentation, **options)
+
+
 AVERAGE_DECAY = 0.999  # the moving average's weight on its past, per step: about 2 epochs
 
 
@@ -157,7 +177,8 @@ VARIANTS = {
                           [(step3, "AUGMENTATION", dict(degrees=7.0, zoom=0.05, shift=1.0))]),
     "plain-last-third": ("no augmentation in the last third of the epochs (11-15 of 15): "
                          "the model ends on the digits as they are written",
-                         [(step3, "AUGMENTATION", {**step3.AUGMENTATION, "plain_share": 1 / 3})]),
+                         [(step3, "make_optimizer", make_optimizer_noting_length),
+                          (common, "train_epoch", train_epoch_plain_last_third)]),
     "average-floor-10": ("the rate's floor at 10% of its peak (step 3: 1%), and the test reads a moving "
                          f"average of the weights and BatchNorm statistics (decay {AVERAGE_DECAY} per step)",
                          [(step3, "RATE_FLOOR", 0.1), (step3, "make_optimizer", make_optimizer_with_average),

@@ -75,45 +75,23 @@ def time_compute_only(data, device, batch_size):
     return time.perf_counter() - start
 
 
-def epoch_kinds(epochs):
-    """How many of step 3's `epochs` train on augmented digits and how many on plain ones."""
-    kinds = [common.augmentation_for(epoch, epochs, step3.AUGMENTATION) is not None
-             for epoch in range(1, epochs + 1)]
-    return {"augmented": sum(kinds), "plain": len(kinds) - sum(kinds)}
-
-
 def time_variants(variants, data, device, batch_size):
-    """(b) for step 3 as each variant makes it, alternating, best of REPEATS: {variant: {kind:
-    seconds}} for each kind of epoch (augmented, plain) that the variant's run has."""
-    times = {}
+    """(b) for step 3 as each variant makes it: {variant: best of REPEATS seconds}, alternating."""
+    times = {name: [] for name in variants}
     for _ in range(REPEATS):
         for name in variants:
-            with ablations.applied(name):
-                for kind, count in epoch_kinds(step3.SETTINGS["epochs"]).items():
-                    if count:
-                        augmentation = step3.AUGMENTATION if kind == "augmented" else None
-                        seconds = time_our_epoch(data, device, batch_size, augmentation=augmentation)
-                        times.setdefault(name, {}).setdefault(kind, []).append(seconds)
-                        print(f"{name}, {kind} epoch: {seconds:.2f} s", flush=True)
-    return {name: {kind: min(seconds) for kind, seconds in kinds.items()} for name, kinds in times.items()}
+            saved = [(module, attribute, getattr(module, attribute)) for module, attribute, _ in ablations.VARIANTS[name][1]]
+            ablations.apply(name)
+            try:
+                times[name].append(time_our_epoch(data, device, batch_size))
+            finally:
+                for module, attribute, value in saved:
+                    setattr(module, attribute, value)
+            print(f"{name}: {times[name][-1]:.2f} s", flush=True)
+    return {name: min(seconds) for name, seconds in times.items()}
 
 
-def variants_table(variants, best, epochs):
-    """Markdown rows: each kind of epoch, and the mean epoch of a whole run of `epochs`."""
-    lines = [f"| variant | augmented epoch, s | plain epoch, s | mean epoch of a {epochs}-epoch run, s "
-             f"| × {variants[0]} |", "|---|---:|---:|---:|---:|"]
-    means = {}
-    for name in variants:
-        with ablations.applied(name):
-            counts = epoch_kinds(epochs)
-        means[name] = sum(best[name][kind] * count for kind, count in counts.items() if count) / epochs
-        cells = [f"{best[name][kind]:.2f}" if kind in best[name] else "–" for kind in ("augmented", "plain")]
-        lines.append(f"| {name} | {' | '.join(cells)} | {means[name]:.2f} | {means[name] / means[variants[0]]:.2f} |")
-    return lines
-
-
-def time_our_epoch(data, device, batch_size, channels_last=False, compile_model=False,
-                   augmentation=step3.AUGMENTATION):
+def time_our_epoch(data, device, batch_size, channels_last=False, compile_model=False):
     """(b): one call of common.train_epoch, the loop the steps use."""
     images, labels = data[0], data[1]
     if channels_last:
@@ -124,11 +102,11 @@ def time_our_epoch(data, device, batch_size, channels_last=False, compile_model=
     # torch.compile has compiled for both batch shapes before the clock starts.
     warm = 20 * batch_size + len(images) % batch_size
     common.train_epoch(model, optimizer, scheduler, images[:warm], labels[:warm], batch_size,
-                       torch.Generator().manual_seed(1), augmentation, desc="warm-up")
+                       torch.Generator().manual_seed(1), step3.AUGMENTATION, desc="warm-up")
     synchronize(device)
     start = time.perf_counter()
     common.train_epoch(model, optimizer, scheduler, images, labels, batch_size,
-                       torch.Generator().manual_seed(0), augmentation, desc="(b) our epoch")
+                       torch.Generator().manual_seed(0), step3.AUGMENTATION, desc="(b) our epoch")
     synchronize(device)
     return time.perf_counter() - start
 
@@ -171,12 +149,13 @@ def main():
     n = len(data[0])
     if args.variants:
         best = time_variants(args.variants, data, device, batch_size)
-        lines = [f"# Step 3's epoch, variants side by side (batch {batch_size})", "",
+        first = best[args.variants[0]]
+        lines = [f"# One epoch of step 3, variants side by side (batch {batch_size})", "",
                  f"Best of {REPEATS} epochs of {n:,} images each, the variants alternating in one run; device "
                  f"{device}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-                 f"`python tools/bench.py --variants {' '.join(args.variants)}`. A variant that trains "
-                 f"some epochs on plain digits is timed on both kinds of epoch.", ""]
-        lines += variants_table(args.variants, best, step3.SETTINGS["epochs"])
+                 f"`python tools/bench.py --variants {' '.join(args.variants)}`.", "",
+                 f"| variant | seconds | images/s | × {args.variants[0]} |", "|---|---:|---:|---:|"]
+        lines += [f"| {name} | {seconds:.2f} | {n / seconds:,.0f} | {seconds / first:.2f} |" for name, seconds in best.items()]
         common.write_atomically(out / "bench_variants.md", "\n".join(lines) + "\n")
         print("\n".join(lines))
         return
