@@ -80,13 +80,8 @@ def time_variants(variants, data, device, batch_size):
     times = {name: [] for name in variants}
     for _ in range(REPEATS):
         for name in variants:
-            saved = [(module, attribute, getattr(module, attribute)) for module, attribute, _ in ablations.VARIANTS[name][1]]
-            ablations.apply(name)
-            try:
+            with ablations.applied(name):
                 times[name].append(time_our_epoch(data, device, batch_size))
-            finally:
-                for module, attribute, value in saved:
-                    setattr(module, attribute, value)
             print(f"{name}: {times[name][-1]:.2f} s", flush=True)
     return {name: min(seconds) for name, seconds in times.items()}
 
