@@ -64,7 +64,7 @@ def test_paired_difference_uses_only_the_seeds_both_ran():
 
 
 def test_experiments_page_is_written_from_the_recorded_runs(tmp_path):
-    for variant, finals in [("step3", [99.40, 99.50]), ("silu", [99.50, 99.70])]:
+    for variant, finals in [("step3", [99.40, 99.50]), ("silu", [99.50, 99.70]), ("mish", [99.50, 99.60])]:
         (tmp_path / variant / "seeds").mkdir(parents=True)
         for seed, final in zip((21, 22), finals):
             run = dict(make_run(seed, [99.45] * 4 + [final]), step="step3_aug_sched", threads=1)
@@ -72,10 +72,13 @@ def test_experiments_page_is_written_from_the_recorded_runs(tmp_path):
                 epoch["train_seconds"] = 30.0
             (tmp_path / variant / "seeds" / f"step3_aug_sched_seed{seed}.json").write_text(json.dumps(run))
     page = tmp_path / "EXPERIMENTS.md"
-    variants = {"step3": ("step 3 unchanged", []), "silu": ("SiLU", []), "untried": ("never run", [])}
+    variants = {"step3": ("step 3 unchanged", []), "silu": ("SiLU", []), "untried": ("never run", []),
+                "mish": ("Mish", [], "silu")}  # paired with silu, not step 3
     report.write_experiments_md(tmp_path, page, variants)
     text = page.read_text()
     silu = next(line for line in text.splitlines() if line.startswith("| silu |"))
     assert "| 21-22 | 99.60 ± 0.14 | 99.45 | 2 of 2 | +0.150 ± 0.050 (2 seeds) | 30.0 (1) |" in silu
     assert "ablations.py silu --seeds 21,22" in silu
+    mish = next(line for line in text.splitlines() if line.startswith("| mish |"))
+    assert "| -0.050 ± 0.050 (2 seeds, vs silu) |" in mish  # diffs 0, -0.1
     assert "- `untried`: never run" in text and "## silu" in text

@@ -39,10 +39,11 @@ def conv_bn_with(activation=nn.ReLU, dropout=nn.Dropout):
     return conv_bn
 
 
-def layout(block1, block2, block1_dropout=True, dropout_after_pool=False, last_after_pool=False):
+def layout(block1, block2, block1_dropout=True, dropout_after_pool=False, last_after_pool=True):
     """Step 3's layout with other widths: `block1` = channels of the three padded 28x28
-    convolutions, `block2` = those of the three unpadded ones after the first pool (14 -> 8);
-    `last_after_pool` moves the last of them after the second pool (14 -> 10, pool, 5 -> 3)."""
+    convolutions, `block2` = those of the three unpadded ones after the first pool, the last
+    of them after the second pool (14 -> 10, pool, 5 -> 3); with `last_after_pool=False`
+    before it (14 -> 8, pool to 4x4), as step 3 had it before (BEFORE)."""
     class Net(step3.Net):
         def __init__(self):
             nn.Module.__init__(self)  # not step3.Net's: its layers would use up random draws
@@ -56,6 +57,9 @@ def layout(block1, block2, block1_dropout=True, dropout_after_pool=False, last_a
             self.block2 = nn.Sequential(*middle[:2 if last_after_pool else 3])
             self.transition2 = nn.Sequential(step3.pool(), *(middle[2:] if last_after_pool else []))
             self.output = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(f, 10, 1), nn.Flatten())
+
+        def forward(self, x):
+            return self.output(self.transition2(self.block2(self.transition1(self.block1(x)))))
     return Net
 
 
@@ -165,9 +169,15 @@ def evaluate_average(model, images, labels, batch_size=2000):
     return step3_evaluate(average.module if average else model, images, labels, batch_size)
 
 
-# name: (what changes, [(module, attribute, new value), ...])
+# Step 3 as it was before its last 3x3 convolution moved after the second pool: the variants
+# that were run on that version are defined on it, and paired with it.
+BEFORE = [(step3, "Net", layout((8, 8, 12), (14, 16, 16), last_after_pool=False))]
+
+# name: (what changes, [(module, attribute, new value), ...][, the variant it is paired with: step3])
 VARIANTS = {
     "step3": ("step 3 unchanged", []),
+    "conv-before-pool": ("the last 3x3 convolution before the second pool (14 -> 8, pooled to 4x4, "
+                         "RF 28 before the average), not after it (5 -> 3, RF 32)", BEFORE),
     "no-dropout": ("no dropout (DROPOUT = 0)", [(step3, "DROPOUT", 0.0)]),
     "dropout-0.1": ("dropout 0.1 instead of 0.05", [(step3, "DROPOUT", 0.1)]),
     "dropout2d": ("Dropout2d (whole maps) instead of per-pixel dropout",
@@ -175,14 +185,15 @@ VARIANTS = {
     "silu": ("SiLU instead of ReLU", [(step3, "conv_bn", conv_bn_with(activation=nn.SiLU))]),
     "mild-augmentation": ("7 degrees, 5% zoom, 1 pixel shift (step 3: 10, 10%, 2)",
                           [(step3, "AUGMENTATION", dict(degrees=7.0, zoom=0.05, shift=1.0))]),
-    "plain-last-third": ("no augmentation in the last third of the epochs (11-15 of 15): "
-                         "the model ends on the digits as they are written",
-                         [(step3, "make_optimizer", make_optimizer_noting_length),
-                          (common, "train_epoch", train_epoch_plain_last_third)]),
-    "average-floor-10": ("the rate's floor at 10% of its peak (step 3: 1%), and the test reads a moving "
-                         f"average of the weights and BatchNorm statistics (decay {AVERAGE_DECAY} per step)",
-                         [(step3, "RATE_FLOOR", 0.1), (step3, "make_optimizer", make_optimizer_with_average),
-                          (common, "evaluate", evaluate_average)]),
+    "plain-last-third": ("conv-before-pool, and no augmentation in the last third of the epochs "
+                         "(11-15 of 15): the model ends on the digits as they are written",
+                         BEFORE + [(step3, "make_optimizer", make_optimizer_noting_length),
+                                   (common, "train_epoch", train_epoch_plain_last_third)], "conv-before-pool"),
+    "average-floor-10": ("conv-before-pool, the rate's floor at 10% of its peak (step 3: 1%), and the "
+                         "test reads a moving average of the weights and BatchNorm statistics (decay "
+                         f"{AVERAGE_DECAY} per step)",
+                         BEFORE + [(step3, "RATE_FLOOR", 0.1), (step3, "make_optimizer", make_optimizer_with_average),
+                                   (common, "evaluate", evaluate_average)], "conv-before-pool"),
     "elastic": (f"step 3's augmentation and an elastic warp of up to {ELASTIC_PIXELS:g} pixels",
                 [(common, "affine", affine_and_elastic)]),
     "shear": (f"step 3's augmentation and a random slant (horizontal shear up to {SHEAR:g})",
@@ -193,17 +204,14 @@ VARIANTS = {
                   [(step3, "ANNEAL_END", 0.9)]),
     "wide-28x28": ("1 -> 10 -> 10 -> 12 at 28x28, middle 12 -> 14 -> 14 -> 16",
                    [(step3, "Net", layout((10, 10, 12), (14, 14, 16)))]),
-    "last-conv-after-pool": ("the last 3x3 convolution after the second pool (5 -> 3, RF 26 "
-                             "before the average) instead of before it (10 -> 8, RF 20)",
-                             [(step3, "Net", layout((8, 8, 12), (14, 16, 16), last_after_pool=True))]),
     "dropout-after-pool": ("no dropout in block 1, one dropout after the first pool",
                            [(step3, "Net", layout((8, 8, 12), (14, 16, 16), block1_dropout=False,
                                                   dropout_after_pool=True))]),
-    "max-pool": ("plain 2x2 max-pools instead of anti-aliased ones (step 3 until commit 4ba6796)",
+    "max-pool": ("plain 2x2 max-pools instead of anti-aliased ones",
                  [(step3, "pool", lambda: nn.MaxPool2d(2))]),
-    "blur-second-only": ("a plain max-pool after block 1, the anti-aliased one only after "
-                         "block 2 (the first pool's blur is most of its time)",
-                         [(step3, "Net", with_plain_first_pool(step3.Net))]),
+    "blur-second-only": ("conv-before-pool, and a plain max-pool after block 1, the anti-aliased "
+                         "one only after block 2 (the first pool's blur is most of its time)",
+                         [(step3, "Net", with_plain_first_pool(BEFORE[0][2]))], "conv-before-pool"),
     "squeeze-excite": ("a squeeze-and-excitation gate after each block (235 parameters)",
                        [(step3, "Net", with_squeeze_excite(step3.Net))]),
     "wide-end": ("middle 12 -> 12 -> 16 -> 20: 20 channels into the average (step 3: 16)",
@@ -283,7 +291,7 @@ def main(argv=None):
     known, step_argv = parser.parse_known_args(argv)
     if known.list or known.variant is None:
         width = max(map(len, VARIANTS))
-        print("\n".join(f"{name:{width}}  {what}" for name, (what, _) in VARIANTS.items()))
+        print("\n".join(f"{name:{width}}  {what}" for name, (what, *_) in VARIANTS.items()))
         return
     if not known.seeds:
         parser.error("--seeds is required, e.g. --seeds 1,2,3")

@@ -168,17 +168,17 @@ def paired_difference(runs, baseline):
 
 def write_experiments_md(folder, out_path, variants, reference="step3"):
     """EXPERIMENTS.md: one row per variant with recorded runs in <folder>/<variant>/seeds/,
-    paired against `reference` on the seeds both ran; then the variants with no runs here."""
+    paired on the seeds both ran against the variant it names (`variants[name][2]`) or else
+    `reference`; then the variants with no runs here."""
     folder = Path(folder)
     recorded = {d.name: read_runs(sorted(d.glob("seeds/*.json"))) for d in sorted(folder.iterdir())
                 if d.is_dir() and list(d.glob("seeds/*.json"))} if folder.exists() else {}
-    baseline = recorded.get(reference, [])
     lines = ["# Experiments: step 3 with one change", "",
              f"Written by `make experiments` (`tools/report.py experiments`) from the per-seed JSONs in "
              f"`{folder.as_posix()}/<variant>/seeds/`; nothing here is typed. Each variant is step 3 with one "
              "change (`tools/ablations.py --list`), trained 15 epochs per seed; *passing* means at or above "
              f"{TARGET_ACC}% in each of the last {LAST} epochs. *Paired* is the mean difference in final "
-             f"accuracy against `{reference}` on the seeds both ran, ± its standard error: at about 0.05 point "
+             f"accuracy against `{reference}` (or the variant named) on the seeds both ran, ± its standard error: at about 0.05 point "
              "of seed-to-seed noise, only a difference of two standard errors or more says anything. Seconds "
              "per epoch are the median of the runs' own timings, two runs side by side on a 2-core CPU ('?': "
              "thread count not recorded): rough; `tools/bench.py --variants A B` times variants side by side.", "",
@@ -187,8 +187,11 @@ def write_experiments_md(folder, out_path, variants, reference="step3"):
     recorded = dict(sorted(recorded.items(), key=lambda item: item[0] != reference))  # the reference first
     for name, runs in recorded.items():
         s, seeds = seeds_summary(runs), sorted(r["seed"] for r in runs)
-        paired = paired_difference(runs, baseline) if name != reference else None
-        paired = f"{paired[1]:+.3f} ± {paired[2]:.3f} ({paired[0]} seeds)" if paired else "–"
+        entry = variants.get(name, ())
+        against = entry[2] if len(entry) > 2 else reference
+        paired = paired_difference(runs, recorded.get(against, [])) if name != reference else None
+        vs = "" if against == reference else f", vs {against}"
+        paired = f"{paired[1]:+.3f} ± {paired[2]:.3f} ({paired[0]} seeds{vs})" if paired else "–"
         threads = {r.get("threads", "?") for r in runs}
         seconds = statistics.median(e["train_seconds"] for r in runs for e in r["epochs"])
         command = f"`python tools/ablations.py {name} --seeds {','.join(map(str, seeds))} --jobs 2`"
