@@ -171,7 +171,8 @@ def evaluate_average(model, images, labels, batch_size=2000):
 
 # Step 3 as it was before its last 3x3 convolution moved after the second pool: the variants
 # that were run on that version are defined on it, and paired with it.
-BEFORE = [(step3, "Net", layout((8, 8, 12), (14, 16, 16), last_after_pool=False))]
+NET_BEFORE = layout((8, 8, 12), (14, 16, 16), last_after_pool=False)
+BEFORE = [(step3, "Net", NET_BEFORE)]
 
 # name: (what changes, [(module, attribute, new value), ...][, the variant it is paired with: step3])
 VARIANTS = {
@@ -211,7 +212,7 @@ VARIANTS = {
                  [(step3, "pool", lambda: nn.MaxPool2d(2))]),
     "blur-second-only": ("conv-before-pool, and a plain max-pool after block 1, the anti-aliased "
                          "one only after block 2 (the first pool's blur is most of its time)",
-                         [(step3, "Net", with_plain_first_pool(BEFORE[0][2]))], "conv-before-pool"),
+                         [(step3, "Net", with_plain_first_pool(NET_BEFORE))], "conv-before-pool"),
     "squeeze-excite": ("a squeeze-and-excitation gate after each block (235 parameters)",
                        [(step3, "Net", with_squeeze_excite(step3.Net))]),
     "wide-end": ("middle 12 -> 12 -> 16 -> 20: 20 channels into the average (step 3: 16)",
