@@ -104,4 +104,3 @@ def test_zoom_matches_torchvision_affine(mnist):
     theirs = TF.affine(x, angle=5.0, translate=[0, 0], scale=1.1, shear=[0.0],
                        interpolation=InterpolationMode.BILINEAR, fill=[common.BACKGROUND])
     assert (ours - theirs).abs().mean() < 0.05
-

@@ -176,7 +176,7 @@ def write_experiments_md(folder, out_path, variants, reference="step3"):
     lines = ["# Experiments: step 3 with one change", "",
              f"Written by `make experiments` (`tools/report.py experiments`) from the per-seed JSONs in "
              f"`{folder.as_posix()}/<variant>/seeds/`; nothing here is typed. Each variant is step 3 with one "
-             "change (`tools/ablations.py --list`), trained 15 epochs per seed; *passing* means at or above "
+             "change, or the variant its description names with one more (`tools/ablations.py --list`), trained 15 epochs per seed; *passing* means at or above "
              f"{TARGET_ACC}% in each of the last {LAST} epochs. *Paired* is the mean difference in final "
              f"accuracy against `{reference}` (or the variant named) on the seeds both ran, ± its standard error: at about 0.05 point "
              "of seed-to-seed noise, only a difference of two standard errors or more says anything. Seconds "
