@@ -9,6 +9,7 @@ import json
 import math
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -216,6 +217,8 @@ def train_epoch(model, optimizer, scheduler, images, labels, batch_size, generat
     batches = order.split(batch_size)
     # No bar when the output is not a terminal (CI, logs); the caller prints a line per epoch.
     bar = tqdm(batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=None)
+    if bar.disable:  # nothing to show: read the device once, at the end of the epoch
+        refresh_every = len(batches)
     start = time.perf_counter()
     for step, batch in enumerate(bar):
         x, y = images[batch], labels[batch]
@@ -244,8 +247,9 @@ def train_epoch(model, optimizer, scheduler, images, labels, batch_size, generat
 
 
 @torch.inference_mode()
-def evaluate(model, images, labels, batch_size=2000):
-    """Test loss, accuracy (%) and the predicted labels, in large batches."""
+def evaluate(model, images, labels, batch_size=500):
+    """Test loss, accuracy (%) and the predicted labels; batches of 500 run faster on a CPU
+    than larger ones (they fit its caches) and keep a GPU busy."""
     model.eval()
     logits = torch.cat([model(batch) for batch in images.split(batch_size)])
     predictions = logits.argmax(1)
@@ -328,10 +332,30 @@ def save_plots(prefix, history, test_images, test_labels, predictions):
     save_figure(fig, f"{prefix}_confusion.png")
 
 
+def provenance(model_class, device, variant):
+    """What made a run: the commit (and whether the tree differed from it), the variant, the
+    constants of the module that defines the model, threads, device and library versions."""
+    folder = Path(sys.modules[model_class.__module__].__dict__.get("__file__", ".")).resolve().parent
+    try:
+        git = lambda *a: subprocess.run(["git", "-C", str(folder), *a], capture_output=True, text=True,
+                                        timeout=10, check=True).stdout.strip()
+        code = dict(commit=git("rev-parse", "HEAD"), uncommitted_changes=bool(git("status", "--porcelain")))
+    except (OSError, subprocess.SubprocessError):  # a copied step (Colab): no repository
+        code = dict(commit=None, uncommitted_changes=None, repository="none: not run from a git repository")
+    constants = {name: value for name, value in vars(sys.modules[model_class.__module__]).items()
+                 if name.isupper() and isinstance(value, (int, float, str, dict, tuple))}
+    record = dict(**code, variant=variant, constants=constants, device=str(device),
+                  threads=torch.get_num_threads(), torch=torch.__version__)
+    if device.type == "cuda":
+        record.update(tf32_matmul=torch.backends.cuda.matmul.allow_tf32, tf32_cudnn=torch.backends.cudnn.allow_tf32,
+                      cudnn_deterministic=torch.backends.cudnn.deterministic, cudnn_benchmark=torch.backends.cudnn.benchmark)
+    return record
+
+
 def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, json_path,
-                   augmentation=None):
+                   augmentation=None, variant=None):
     """Train one model; return the run's record (also written to `json_path`), the model and
-    the last test predictions."""
+    the last test predictions. `variant` names a changed step (tools/ablations.py)."""
     train_x, train_y, test_x, test_y = data
     generator = seed_everything(seed)
     model = model_class().to(device)
@@ -339,8 +363,8 @@ def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, 
     print(format_summary(rows))
     optimizer, scheduler = make_optimizer(model, args, math.ceil(len(train_x) / args.batch_size))
     record = dict(step=step, seed=seed, params=count_params(model), receptive_field=rows[-1]["rf"],
-                  macs=sum(r["macs"] for r in rows), device=str(device), threads=torch.get_num_threads(),
-                  torch=torch.__version__, date=f"{datetime.datetime.now():%Y-%m-%d %H:%M}",
+                  macs=sum(r["macs"] for r in rows), **provenance(model_class, device, variant or step.split("_")[0]),
+                  date=f"{datetime.datetime.now():%Y-%m-%d %H:%M}",
                   settings=dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, subset=args.subset,
                                 augmentation=augmentation), status="running", epochs=[], seconds=0.0)
     start = time.perf_counter()

@@ -31,29 +31,35 @@ import step3_aug_sched as step3  # noqa: E402
 STEP = "step3_aug_sched"
 
 
-def conv_bn_with(activation=nn.ReLU, dropout=nn.Dropout):
-    """step3.conv_bn with another activation or dropout kind (same layers, same order)."""
+DROPOUT = 0.05  # the dropout of the variants that have one (step 3 had it after every ReLU)
+
+
+def conv_bn_with(activation=nn.ReLU, dropout=None):
+    """step3.conv_bn with another activation, and a dropout layer (a class) after it."""
     def conv_bn(in_channels, out_channels, padding=0):
-        return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
-                             nn.BatchNorm2d(out_channels), activation(), dropout(step3.DROPOUT))
+        layers = [nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
+                  nn.BatchNorm2d(out_channels), activation()]
+        return nn.Sequential(*layers, *([dropout(DROPOUT)] if dropout else []))
     return conv_bn
 
 
-def layout(block1, block2, block1_dropout=True, dropout_after_pool=False, last_after_pool=True):
+def layout(block1, block2, dropout=None, block1_dropout=True, dropout_after_pool=False, last_after_pool=True):
     """Step 3's layout with other widths: `block1` = channels of the three padded 28x28
     convolutions, `block2` = those of the three unpadded ones after the first pool, the last
     of them after the second pool (14 -> 10, pool, 5 -> 3); with `last_after_pool=False`
-    before it (14 -> 8, pool to 4x4), as step 3 had it before (BEFORE)."""
+    before it (14 -> 8, pool to 4x4), as step 3 had it before (BEFORE). `dropout`: a dropout
+    class after every ReLU (in block 1 only with `block1_dropout`)."""
     class Net(step3.Net):
         def __init__(self):
             nn.Module.__init__(self)  # not step3.Net's: its layers would use up random draws
-            conv_28 = step3.conv_bn if block1_dropout else conv_bn_with(dropout=nn.Identity)
+            conv = conv_bn_with(dropout=dropout)
+            conv_28 = conv if block1_dropout else conv_bn_with()
             a, b, c = block1
             self.block1 = nn.Sequential(conv_28(1, a, 1), conv_28(a, b, 1), conv_28(b, c, 1))
-            self.transition1 = nn.Sequential(step3.pool(), *([nn.Dropout(step3.DROPOUT)]
+            self.transition1 = nn.Sequential(step3.pool(), *([nn.Dropout(DROPOUT)]
                                                              if dropout_after_pool else []))
             d, e, f = block2
-            middle = [step3.conv_bn(c, d), step3.conv_bn(d, e), step3.conv_bn(e, f)]
+            middle = [conv(c, d), conv(d, e), conv(e, f)]
             self.block2 = nn.Sequential(*middle[:2 if last_after_pool else 3])
             self.transition2 = nn.Sequential(step3.pool(), *(middle[2:] if last_after_pool else []))
             self.output = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(f, 10, 1), nn.Flatten())
@@ -171,7 +177,7 @@ def evaluate_average(model, images, labels, batch_size=2000):
 
 # Step 3 as it was before its last 3x3 convolution moved after the second pool: the variants
 # that were run on that version are defined on it, and paired with it.
-NET_BEFORE = layout((8, 8, 12), (14, 16, 16), last_after_pool=False)
+NET_BEFORE = layout((8, 8, 12), (14, 16, 16), dropout=nn.Dropout, last_after_pool=False)
 BEFORE = [(step3, "Net", NET_BEFORE)]
 
 # name: (what changes, [(module, attribute, new value), ...][, the variant it is paired with: step3])
@@ -179,9 +185,9 @@ VARIANTS = {
     "step3": ("step 3 unchanged", []),
     "conv-before-pool": ("the last 3x3 convolution before the second pool (14 -> 8, pooled to 4x4, "
                          "RF 28 before the average), not after it (5 -> 3, RF 32)", BEFORE),
-    "no-dropout": ("no dropout (DROPOUT = 0)", [(step3, "DROPOUT", 0.0)]),
-    "dropout-0.1": ("dropout 0.1 instead of 0.05", [(step3, "DROPOUT", 0.1)]),
-    "dropout2d": ("Dropout2d (whole maps) instead of per-pixel dropout",
+    "dropout-0.05": (f"dropout {DROPOUT} after every ReLU (step 3: none)",
+                     [(step3, "conv_bn", conv_bn_with(dropout=nn.Dropout))]),
+    "dropout2d": (f"Dropout2d {DROPOUT} (whole maps) after every ReLU",
                   [(step3, "conv_bn", conv_bn_with(dropout=nn.Dropout2d))]),
     "silu": ("SiLU instead of ReLU", [(step3, "conv_bn", conv_bn_with(activation=nn.SiLU))]),
     "mild-augmentation": ("7 degrees, 5% zoom, 1 pixel shift (step 3: 10, 10%, 2)",
@@ -205,9 +211,8 @@ VARIANTS = {
                   [(step3, "ANNEAL_END", 0.9)]),
     "wide-28x28": ("1 -> 10 -> 10 -> 12 at 28x28, middle 12 -> 14 -> 14 -> 16",
                    [(step3, "Net", layout((10, 10, 12), (14, 14, 16)))]),
-    "dropout-after-pool": ("no dropout in block 1, one dropout after the first pool",
-                           [(step3, "Net", layout((8, 8, 12), (14, 16, 16), block1_dropout=False,
-                                                  dropout_after_pool=True))]),
+    "dropout-after-pool": (f"one dropout ({DROPOUT}) after the first pool",
+                           [(step3, "Net", layout((8, 8, 12), (14, 16, 16), dropout_after_pool=True))]),
     "max-pool": ("plain 2x2 max-pools instead of anti-aliased ones",
                  [(step3, "pool", lambda: nn.MaxPool2d(2))]),
     "blur-second-only": ("conv-before-pool, and a plain max-pool after block 1, the anti-aliased "
@@ -242,14 +247,14 @@ def applied(name):
             setattr(module, attribute, value)
 
 
-def train_seeds(seeds, args, out):
+def train_seeds(variant, seeds, args, out):
     """Train step 3 (as `apply` left it) once per seed in this process."""
     device = common.pick_device(args.device)
     data = common.load_mnist(args.data_dir, device, args.subset)
     for seed in seeds:
         print(f"--- seed {seed}", flush=True)
         common.train_one_seed(STEP, step3.Net, step3.make_optimizer, args, data, device, seed,
-                              out / "seeds" / f"{STEP}_seed{seed}.json", step3.AUGMENTATION)
+                              out / "seeds" / f"{STEP}_seed{seed}.json", step3.AUGMENTATION, variant)
 
 
 def train_side_by_side(variant, seeds, jobs, step_argv, out):
@@ -304,7 +309,7 @@ def main(argv=None):
         train_side_by_side(known.variant, known.seeds, known.jobs, step_argv, out)
     else:
         apply(known.variant)
-        train_seeds(known.seeds, args, out)
+        train_seeds(known.variant, known.seeds, args, out)
     runs = report.read_runs([out / "seeds" / f"{STEP}_seed{seed}.json" for seed in known.seeds])
     print(report.write_seeds_md(out / "seeds.md", runs))
 
