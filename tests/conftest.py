@@ -1,4 +1,5 @@
-"""Shared test helpers. Tests train on real MNIST: MNIST_DATA_DIR, else ../shared/mnist.
+"""Shared test helpers. Tests train on real MNIST, found where the steps look for it:
+MNIST_DATA_DIR, else the project's data/ folder, downloaded there once when missing.
 
 Most tests call a script's `main` in this process (the command line parsed the same way,
 without starting Python and torch again); a subprocess is used only where the process
@@ -26,11 +27,39 @@ SMOKE = {
 
 
 def find_data_dir():
-    # Absolute, because some tests run a script from a temporary folder.
-    data_dir = Path(os.environ.get("MNIST_DATA_DIR", ROOT.parent / "shared" / "mnist")).resolve()
-    if not (data_dir / "MNIST" / "raw" / "t10k-images-idx3-ubyte").exists():
-        pytest.fail(f"real MNIST not found in {data_dir}: set MNIST_DATA_DIR")
+    """The folder the steps would use (absolute: some tests run a script from elsewhere); when
+    MNIST is not there, it is downloaded there by the steps' own loader."""
+    import common
+    data_dir = Path(os.environ.get(common.DATA_DIR_ENV, ROOT / "data")).resolve()
+    try:
+        common.load_mnist(data_dir, common.pick_device("cpu"), subset=1)  # checks, downloads if missing
+    except common.UserError as error:
+        pytest.fail(f"the tests need real MNIST in {data_dir} (the {common.DATA_DIR_ENV} environment "
+                    f"variable, else data/ in the project): {error}", pytrace=False)
     return data_dir
+
+
+def refuse_connections(*args, **kwargs):
+    raise OSError(101, "Network is unreachable (closed by the test)")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """No connection can be opened in this process (what a machine without a network sees), and
+    subprocesses started with `closed_proxy_env()` reach none either."""
+    import socket
+    monkeypatch.setattr(socket, "create_connection", refuse_connections)
+
+
+def closed_proxy_env():
+    """Environment for a subprocess whose every HTTP(S) request goes to a closed local port."""
+    import socket
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proxy = f"http://127.0.0.1:{port}"
+    return {name: proxy for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy")} | {
+        "no_proxy": "", "NO_PROXY": ""}
 
 
 @pytest.fixture(scope="session")

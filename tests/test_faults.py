@@ -13,7 +13,7 @@ import torch
 
 import common
 import robustness
-from conftest import ROOT, assert_no_traceback, call, read_json, run_step, step_main
+from conftest import ROOT, assert_no_traceback, call, closed_proxy_env, read_json, run_script, run_step, step_main
 
 QUICK = ["--epochs", "1", "--subset", "2000"]
 
@@ -24,15 +24,25 @@ def copy_mnist(data_dir, tmp_path):
     return target
 
 
-# 1. No data and no network.
-def test_missing_data_names_the_option_the_variable_and_the_layout(tmp_path):
+# 1. No data and no network (closed by the test, so that it passes the same with a network).
+def test_missing_data_names_the_option_the_variable_and_the_layout(tmp_path, no_network):
     start = time.monotonic()
     code, _, stderr = run_step("step3_aug_sched", tmp_path / "out", tmp_path / "empty", *QUICK)
     assert time.monotonic() - start < 60
     assert code == 1
     assert_no_traceback(stderr)
-    for words in ("--data-dir", "MNIST_DATA_DIR", "MNIST/raw", "train-images-idx3-ubyte"):
+    assert len(stderr.strip().splitlines()) == 2  # the cause, then what to do
+    for words in ("--data-dir", "MNIST_DATA_DIR", "MNIST/raw", "train-images-idx3-ubyte", "could not be downloaded"):
         assert words in stderr
+    assert not (tmp_path / "out" / "step3_aug_sched.json").exists()
+
+
+def test_missing_data_without_a_network_as_a_program(tmp_path):
+    result = run_script("step1_skeleton.py", "--device", "cpu", "--data-dir", tmp_path / "empty",
+                        "--out", tmp_path / "out", *QUICK, env=closed_proxy_env(), timeout=120)
+    assert result.returncode == 1
+    assert_no_traceback(result.stderr)
+    assert result.stderr.startswith("error: MNIST is not in") and "MNIST_DATA_DIR" in result.stderr
 
 
 # 2. Truncated or corrupted files are named and never used.
