@@ -9,6 +9,8 @@ PYTHON := $(VENV)/bin/python
 STEPS := step1_skeleton step2_bn_gap step3_aug_sched
 SEEDS ?= 21,22,23,24,25,26,27,28,29,30
 JOBS ?= 2
+# make bench times one epoch of step 3 against this commit (before the speed work)
+BENCH_BASE ?= 607dc3a
 
 .PHONY: all results test seeds bench colab robustness experiments clean $(STEPS)
 
@@ -35,7 +37,7 @@ test: $(VENV)/.installed
 	$(PYTHON) -m pytest -q tests
 
 bench: $(VENV)/.installed
-	$(PYTHON) tools/bench.py
+	$(PYTHON) tools/bench.py --base $(BENCH_BASE)
 
 colab: $(VENV)/.installed
 	$(PYTHON) tools/make_colab.py

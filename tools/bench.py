@@ -1,37 +1,41 @@
-"""make bench: how fast step 3 trains, and where the time goes. Writes results/bench.md.
+"""make bench: where step 3's training time goes, and how fast it trains. Writes results/bench.md.
 
-One epoch each, same model, optimiser, schedule and batch size (step 3's):
-  (a) compute only: forward + backward + optimiser step on batches made beforehand;
-  (b) our epoch: common.train_epoch (in-memory data, batched augmentation, metrics, progress);
-  (c) the classic pipeline: torchvision MNIST + RandomAffine + ToTensor + Normalize
-      through DataLoader(num_workers=2, shuffle=True);
-and (b) again with channels-last memory and with torch.compile, to decide whether to adopt them.
+1. A profile of step-3 training steps (forward, backward, SGD step, on augmented batches of
+   real digits): the operations that take the most CPU time, with their share.
+2. One epoch of step 3 as a user runs it, `python step3_aug_sched.py --epochs 1` in a new
+   process (start, data, summary, training, test pass, plots), for this tree and for
+   `--base COMMIT` (a git worktree), alternating, best of 3: the end-to-end ratio.
+3. One training epoch in process, alternating, best of 3: (a) the bare compute (forward,
+   backward, step on batches augmented beforehand) and (b) common.train_epoch, the steps'
+   loop (augmentation on the fly, metrics, progress); and the test pass over 10,000 images.
 
-`--variants step3 blur-second-only ...` instead times (b) for step 3 with each change of
-tools/ablations.py, alternating between them, best of 3: the side-by-side epoch time that
-a change of model must not make worse. It writes results/bench_variants.md.
+`--variants step3 dropout-0.05 ...` instead times (b) for each variant of tools/ablations.py,
+alternating, best of 3, and writes results/bench_variants.md.
 """
 import argparse
+import json
 import math
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
-import torchvision
-from tqdm import tqdm
-from torchvision import transforms
+from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 import ablations  # noqa: E402
 import common  # noqa: E402
 import step3_aug_sched as step3  # noqa: E402
 
-
 REPEATS = 3
+PROFILE_STEPS = 20
+TOP_OPERATIONS = 10
 
 
 def synchronize(device):
@@ -39,14 +43,11 @@ def synchronize(device):
         torch.cuda.synchronize()
 
 
-def fresh_model(device, batches_per_epoch, channels_last=False, compile_model=False):
+def fresh_model(device, batches_per_epoch):
     common.seed_everything(0)
     model = step3.Net().to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    settings = SimpleNamespace(lr=step3.SETTINGS["lr"], epochs=2)  # schedule never runs out here
-    optimizer, scheduler = step3.make_optimizer(model, settings, batches_per_epoch)
-    return (torch.compile(model) if compile_model else model), optimizer, scheduler
+    settings = SimpleNamespace(lr=step3.SETTINGS["lr"], epochs=2)  # the schedule never runs out here
+    return (model, *step3.make_optimizer(model, settings, batches_per_epoch))
 
 
 def training_step(model, optimizer, scheduler, x, y):
@@ -57,13 +58,32 @@ def training_step(model, optimizer, scheduler, x, y):
     scheduler.step()
 
 
-def time_compute_only(data, device, batch_size):
-    """(a): the batches are sliced and rotated before the clock starts."""
-    images, labels = data[0], data[1]
+def augmented_batches(images, labels, batch_size, count=None):
     generator = torch.Generator().manual_seed(0)
-    order = torch.randperm(len(images), generator=generator).to(device)
-    angles, zooms, shifts = (t.to(device) for t in common.random_affine(len(images), step3.AUGMENTATION, generator))
-    batches = [(common.affine(images[b], angles[b], zooms[b], shifts[b]), labels[b]) for b in order.split(batch_size)]
+    order = torch.randperm(len(images), generator=generator).to(images.device)[:count and count * batch_size]
+    angles, zooms, shifts = (t.to(images.device) for t in common.random_affine(len(images), step3.AUGMENTATION, generator))
+    return [(common.affine(images[b], angles[b], zooms[b], shifts[b]), labels[b]) for b in order.split(batch_size)]
+
+
+def profile_steps(data, device, batch_size):
+    """[(operation, share of self CPU time)] over PROFILE_STEPS training steps, after 5 to warm up."""
+    batches = augmented_batches(data[0], data[1], batch_size, PROFILE_STEPS + 5)
+    model, optimizer, scheduler = fresh_model(device, len(batches))
+    for x, y in batches[:5]:
+        training_step(model, optimizer, scheduler, x, y)
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for x, y in batches[5:]:
+            training_step(model, optimizer, scheduler, x, y)
+        synchronize(device)
+    events = [e for e in profiler.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: -e.self_cpu_time_total)
+    return [(e.key, e.self_cpu_time_total / total) for e in events[:TOP_OPERATIONS]], total / 1e6 / PROFILE_STEPS
+
+
+def time_compute_only(data, device, batch_size):
+    """(a): the batches are sliced and augmented before the clock starts."""
+    batches = augmented_batches(data[0], data[1], batch_size)
     model, optimizer, scheduler = fresh_model(device, len(batches))
     for x, y in batches[:5]:  # warm-up
         training_step(model, optimizer, scheduler, x, y)
@@ -75,115 +95,123 @@ def time_compute_only(data, device, batch_size):
     return time.perf_counter() - start
 
 
-def time_variants(variants, data, device, batch_size):
-    """(b) for step 3 as each variant makes it: {variant: best of REPEATS seconds}, alternating."""
-    times = {name: [] for name in variants}
-    for _ in range(REPEATS):
-        for name in variants:
-            with ablations.applied(name):
-                times[name].append(time_our_epoch(data, device, batch_size))
-            print(f"{name}: {times[name][-1]:.2f} s", flush=True)
-    return {name: min(seconds) for name, seconds in times.items()}
-
-
-def time_our_epoch(data, device, batch_size, channels_last=False, compile_model=False):
+def time_our_epoch(data, device, batch_size, variant="step3"):
     """(b): one call of common.train_epoch, the loop the steps use."""
     images, labels = data[0], data[1]
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    steps = math.ceil(len(images) / batch_size)
-    model, optimizer, scheduler = fresh_model(device, steps, channels_last, compile_model)
-    # Warm up on a slice that ends in a batch of the epoch's last, smaller size, so that
-    # torch.compile has compiled for both batch shapes before the clock starts.
-    warm = 20 * batch_size + len(images) % batch_size
-    common.train_epoch(model, optimizer, scheduler, images[:warm], labels[:warm], batch_size,
-                       torch.Generator().manual_seed(1), step3.AUGMENTATION, desc="warm-up")
+    with ablations.applied(variant):
+        model, optimizer, scheduler = fresh_model(device, math.ceil(len(images) / batch_size))
+        warm = 20 * batch_size
+        common.train_epoch(model, optimizer, scheduler, images[:warm], labels[:warm], batch_size,
+                           torch.Generator().manual_seed(1), step3.AUGMENTATION, desc="warm-up")
+        synchronize(device)
+        start = time.perf_counter()
+        common.train_epoch(model, optimizer, scheduler, images, labels, batch_size,
+                           torch.Generator().manual_seed(0), step3.AUGMENTATION, desc="(b) our epoch")
+        synchronize(device)
+    return time.perf_counter() - start
+
+
+def time_test_pass(data, device):
+    model = fresh_model(device, 1)[0]
+    common.evaluate(model, data[2][:1000], data[3][:1000])  # warm-up
     synchronize(device)
     start = time.perf_counter()
-    common.train_epoch(model, optimizer, scheduler, images, labels, batch_size,
-                       torch.Generator().manual_seed(0), step3.AUGMENTATION, desc="(b) our epoch")
+    common.evaluate(model, data[2], data[3])
     synchronize(device)
     return time.perf_counter() - start
 
 
-def time_classic_epoch(data_dir, device, batch_size):
-    """(c): per-image PIL transforms in two worker processes."""
-    aug = step3.AUGMENTATION
-    transform = transforms.Compose([transforms.RandomAffine(aug["degrees"], translate=(aug["shift"] / 28,) * 2,
-                                                            scale=(1 - aug["zoom"], 1 + aug["zoom"]), fill=0),
-                                    transforms.ToTensor(),
-                                    transforms.Normalize((common.MNIST_MEAN,), (common.MNIST_STD,))])
-    dataset = torchvision.datasets.MNIST(data_dir, train=True, transform=transform)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=2,
-                                         pin_memory=device.type == "cuda", persistent_workers=False)
-    model, optimizer, scheduler = fresh_model(device, len(loader))
-    model.train()
-    start = time.perf_counter()
-    for x, y in tqdm(loader, desc="(c) classic", leave=False, disable=None):
-        training_step(model, optimizer, scheduler, x.to(device, non_blocking=True), y.to(device, non_blocking=True))
-    synchronize(device)
-    return time.perf_counter() - start
+def time_as_a_user_runs_it(trees, args):
+    """{tree: best wall seconds of `python step3_aug_sched.py --epochs 1`}, alternating."""
+    times = {tree: [] for tree in trees}
+    for _ in range(REPEATS):
+        for tree in trees:
+            with tempfile.TemporaryDirectory() as out:
+                command = [sys.executable, "step3_aug_sched.py", "--epochs", "1", "--out", out,
+                           "--data-dir", str(Path(args.data_dir).resolve()), "--device", args.device]
+                start = time.perf_counter()
+                subprocess.run(command, cwd=tree, check=True, capture_output=True)
+                times[tree].append(time.perf_counter() - start)
+                epoch = json.loads(Path(out, "step3_aug_sched.json").read_text())["epochs"][0]["train_seconds"]
+            print(f"{tree}: {times[tree][-1]:.1f} s end to end ({epoch:.1f} s training)", flush=True)
+    return {tree: min(seconds) for tree, seconds in times.items()}
 
 
-def main():
+def with_worktree(commit, work):
+    """Run work(folder) with `commit` checked out in a temporary git worktree."""
+    folder = tempfile.mkdtemp(prefix="bench-base-")
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", folder, commit], check=True,
+                   capture_output=True)
+    try:
+        return work(folder)
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", folder], capture_output=True)
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data-dir", default=os.environ.get(common.DATA_DIR_ENV, "data"),
                         help="folder holding MNIST/raw/*-ubyte")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
                         help="where to run; auto picks cuda, then mps, then cpu")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile row (slow to compile)")
+    parser.add_argument("--base", help="a commit to time end to end against this tree (git worktree)")
     parser.add_argument("--out", default="results", help="folder for bench.md")
     parser.add_argument("--variants", nargs="+", choices=ablations.VARIANTS, metavar="VARIANT",
-                        help="only time our epoch for each of these variants of step 3, side by side")
-    args = parser.parse_args()
+                        help="only time our epoch for each of these variants of step 3, alternating")
+    args = parser.parse_args(argv)
     device = common.pick_device(args.device)
     out = common.prepare_out_dir(args.out)
     data = common.load_mnist(args.data_dir, device)
-    batch_size = step3.SETTINGS["batch_size"]
-    n = len(data[0])
+    batch_size, n = step3.SETTINGS["batch_size"], len(data[0])
+    setup = f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     if args.variants:
-        best = time_variants(args.variants, data, device, batch_size)
+        times = {name: [] for name in args.variants}
+        for _ in range(REPEATS):
+            for name in args.variants:
+                times[name].append(time_our_epoch(data, device, batch_size, name))
+                print(f"{name}: {times[name][-1]:.2f} s", flush=True)
+        best = {name: min(seconds) for name, seconds in times.items()}
         first = best[args.variants[0]]
         lines = [f"# One epoch of step 3, variants side by side (batch {batch_size})", "",
-                 f"Best of {REPEATS} epochs of {n:,} images each, the variants alternating in one run; device "
-                 f"{device}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+                 f"Best of {REPEATS} epochs of {n:,} images each, the variants alternating in one run; {setup}; "
                  f"`python tools/bench.py --variants {' '.join(args.variants)}`.", "",
                  f"| variant | seconds | images/s | × {args.variants[0]} |", "|---|---:|---:|---:|"]
-        lines += [f"| {name} | {seconds:.2f} | {n / seconds:,.0f} | {seconds / first:.2f} |" for name, seconds in best.items()]
+        lines += [f"| {name} | {s:.2f} | {n / s:,.0f} | {s / first:.2f} |" for name, s in best.items()]
         common.write_atomically(out / "bench_variants.md", "\n".join(lines) + "\n")
         print("\n".join(lines))
         return
 
-    # (a) and (b) are close, and one epoch's time varies by a few percent from run to run:
-    # take the best of REPEATS runs of each, alternating.
-    times_a, times_b = [], []
+    operations, step_seconds = profile_steps(data, device, batch_size)
+    lines = [f"# Training speed, step 3 ({common.count_params(step3.Net()):,} parameters, batch {batch_size})", "",
+             f"{setup}; `make bench`.", "", f"## Where a training step's time goes", "",
+             f"`torch.profiler` over {PROFILE_STEPS} training steps on augmented batches (forward, backward, "
+             f"SGD step): {1000 * step_seconds:.1f} ms of CPU time per step under the profiler; the "
+             f"{TOP_OPERATIONS} operations with the most self time.", "",
+             "| operation | share |", "|---|---:|"]
+    lines += [f"| `{name}` | {100 * share:.1f}% |" for name, share in operations]
+    if args.base:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.base], check=True,
+                                capture_output=True, text=True).stdout.strip()
+        best = with_worktree(args.base, lambda base: time_as_a_user_runs_it([str(ROOT), base], args))
+        now, then = best.values()
+        lines += ["", "## One epoch as a user runs it", "",
+                  f"`python step3_aug_sched.py --epochs 1` in a new process, this tree and commit {commit} "
+                  f"alternating, best of {REPEATS} wall times (start, data, summary, training, test pass, plots).", "",
+                  "| version | seconds | × base |", "|---|---:|---:|",
+                  f"| this tree | {now:.1f} | {now / then:.2f} |", f"| {commit} | {then:.1f} | 1.00 |"]
+    times_a, times_b, times_test = [], [], []
     for _ in range(REPEATS):
         times_a.append(time_compute_only(data, device, batch_size))
         times_b.append(time_our_epoch(data, device, batch_size))
-        print(f"(a) {times_a[-1]:.2f} s, (b) {times_b[-1]:.2f} s", flush=True)
-    rows = [(f"(a) compute only: forward, backward, step (best of {REPEATS})", min(times_a)),
-            (f"(b) our epoch: in-memory, batched augmentation, metrics (best of {REPEATS})", min(times_b))]
-    rows.append(("(c) classic: DataLoader, 2 workers, PIL RandomAffine", time_classic_epoch(args.data_dir, device, batch_size)))
-    print(f"{rows[-1][0]}: {rows[-1][1]:.1f} s", flush=True)
-    rows.append(("(b) with channels-last", time_our_epoch(data, device, batch_size, channels_last=True)))
-    print(f"{rows[-1][0]}: {rows[-1][1]:.1f} s", flush=True)
-    if not args.no_compile:
-        try:
-            rows.append(("(b) with torch.compile", time_our_epoch(data, device, batch_size, compile_model=True)))
-        except Exception as error:  # a missing compiler must not cost the other rows
-            print(f"torch.compile failed: {str(error).splitlines()[0]}", file=sys.stderr)
-        else:
-            print(f"{rows[-1][0]}: {rows[-1][1]:.1f} s", flush=True)
-
-    a, b, c = rows[0][1], rows[1][1], rows[2][1]
-    lines = [f"# Training speed, step 3 ({common.count_params(step3.Net()):,} parameters, batch {batch_size})", "",
-             f"One epoch of {n:,} images each; device {device}, {torch.get_num_threads()} threads, "
-             f"torch {torch.__version__}; `make bench`.", "",
-             "| pipeline | seconds | images/s | × (a) |", "|---|---:|---:|---:|"]
-    lines += [f"| {name} | {seconds:.2f} | {n / seconds:,.0f} | {seconds / a:.2f} |" for name, seconds in rows]
-    lines += ["", f"- (b) / (a) = {b / a:.3f} (target ≤ 1.05): {'met' if b / a <= 1.05 else 'MISSED'}",
-              f"- (c) / (b) = {c / b:.2f} (target ≥ 1.5): {'met' if c / b >= 1.5 else 'MISSED'}"]
+        times_test.append(time_test_pass(data, device))
+        print(f"(a) {times_a[-1]:.2f} s, (b) {times_b[-1]:.2f} s, test pass {times_test[-1]:.2f} s", flush=True)
+    rows = [("(a) compute only: forward, backward, step on batches augmented beforehand", min(times_a), n),
+            ("(b) our epoch: common.train_epoch (augmentation, metrics, progress)", min(times_b), n),
+            ("the test pass: common.evaluate on the 10,000 test digits", min(times_test), len(data[2]))]
+    lines += ["", "## In process", "", f"Best of {REPEATS}, alternating.", "",
+              "| what | seconds | images/s |", "|---|---:|---:|"]
+    lines += [f"| {name} | {seconds:.2f} | {count / seconds:,.0f} |" for name, seconds, count in rows]
     text = "\n".join(lines) + "\n"
     common.write_atomically(out / "bench.md", text)
     print("\n" + text)
