@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -258,15 +259,21 @@ def evaluate(model, images, labels, batch_size=500):
 
 
 def write_atomically(path, text=None, save=None):
-    """Write `text` (or call `save(file)`) so that `path` is the old or the new file, never half."""
+    """Write `text` (or call `save(file)`) so that `path` is the old or the new file, never half;
+    a full disk or any other OSError is one clear UserError naming the file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror or error}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             (save or (lambda f: f.write(text.encode())))(f)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         os.unlink(tmp)
+        if isinstance(error, OSError):
+            raise UserError(f"cannot write {path}: {error.strerror or error}") from None
         raise
 
 
@@ -284,7 +291,7 @@ def prepare_out_dir(out):
 def save_figure(fig, path):
     """Write `fig` as a PNG; in a notebook (Colab, Jupyter: the inline backend) also show it."""
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    write_atomically(path, save=lambda f: fig.savefig(f, format="png", dpi=100))
     if "inline" in matplotlib.get_backend():
         plt.show()
     plt.close(fig)
@@ -368,7 +375,8 @@ def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, 
                   settings=dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, subset=args.subset,
                                 augmentation=augmentation), status="running", epochs=[], seconds=0.0)
     start = time.perf_counter()
-    try:  # the JSON is rewritten after every epoch and when training stops, however it stops
+    try:  # the JSON is written now, after every epoch and when training stops, however it stops
+        write_atomically(json_path, json.dumps(record, indent=1))
         for epoch in range(1, args.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
             stats = train_epoch(model, optimizer, scheduler, train_x, train_y, args.batch_size,
@@ -381,8 +389,8 @@ def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, 
                        f"({stats['train_seconds']:.1f} s)")
             write_atomically(json_path, json.dumps(record, indent=1))
         record["status"] = "complete"
-    except KeyboardInterrupt:
-        record["status"] = "interrupted"
+    except KeyboardInterrupt as stop:
+        record["status"] = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
         raise
     except Diverged as error:
         record["status"] = "diverged"
@@ -412,13 +420,30 @@ def run_step(step, model_class, make_optimizer, args, augmentation=None):
           f"Wrote {out / step}.json and its plots.")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (sent by `timeout`, job schedulers and notebook hosts), handled as Ctrl-C is."""
+
+
+def raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main_guard(main):
-    """Run a step's main: a UserError becomes one message and exit code 1, Ctrl-C exit 130."""
+    """Run a step's main: a UserError becomes one message and exit code 1, Ctrl-C exit 130,
+    SIGTERM exit 143 (the shell's codes for those signals)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, raise_terminated)
+    except ValueError:  # not the main thread: leave signals to whoever runs us
+        previous = None
     try:
         main()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print("\ninterrupted: the epochs finished so far are in the run's JSON.", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as stop:
+        print(f"\n{'terminated' if isinstance(stop, Terminated) else 'interrupted'}: the epochs finished "
+              f"so far are in the run's JSON.", file=sys.stderr)
+        sys.exit(143 if isinstance(stop, Terminated) else 130)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

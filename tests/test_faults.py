@@ -113,28 +113,71 @@ def test_divergence_after_a_good_epoch_keeps_that_epoch(tmp_path, mnist):
     assert math.isfinite(record["epochs"][0]["train_loss"])
 
 
-# 5. Ctrl-C keeps the finished epochs; files are written atomically; a rerun works.
-def test_ctrl_c_keeps_finished_epochs_and_rerun_works(tmp_path, data_dir):
+def start_step2(tmp_path, data_dir):
     command = [sys.executable, str(ROOT / "step2_bn_gap.py"), "--device", "cpu", "--data-dir",
                str(data_dir), "--out", str(tmp_path), "--subset", "1000", "--epochs", "500"]
     # Ctrl-C as in a terminal: a job started in the background by a non-interactive shell
     # (as CI may run us) inherits an ignored SIGINT, so give the child the default back.
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    json_path = tmp_path / "step2_bn_gap.json"
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def stop_when(process, signal_number, ready, timeout=120):
+    """Send `signal_number` once ready() holds; return the process's stderr."""
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (json_path.exists() and read_json(json_path)["epochs"]):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not ready():
             time.sleep(0.2)
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
+        process.send_signal(signal_number)
+        return process.communicate(timeout=60)[1]
     finally:
         process.kill()
-    assert process.returncode == 130
-    assert "Traceback" not in stderr and "interrupted" in stderr
+
+
+# 5. Ctrl-C and SIGTERM keep the finished epochs; files are written atomically; a rerun works.
+@pytest.mark.parametrize("signal_number, code, status", [(signal.SIGINT, 130, "interrupted"),
+                                                         (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_a_stopped_run_keeps_finished_epochs_and_says_how_it_ended(tmp_path, data_dir, signal_number, code, status):
+    process = start_step2(tmp_path, data_dir)
+    json_path = tmp_path / "step2_bn_gap.json"
+    stderr = stop_when(process, signal_number, lambda: json_path.exists() and read_json(json_path)["epochs"])
+    assert process.returncode == code
+    assert "Traceback" not in stderr and status.split()[0] in stderr
     record = read_json(json_path)
-    assert record["status"] == "interrupted" and 1 <= len(record["epochs"]) < 500
+    assert record["status"] == status and 1 <= len(record["epochs"]) < 500
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_run_stopped_before_its_first_epoch_leaves_its_record(tmp_path, data_dir):
+    process = start_step2(tmp_path, data_dir)
+    json_path = tmp_path / "step2_bn_gap.json"
+    stop_when(process, signal.SIGTERM, json_path.exists)
+    assert process.returncode == 143
+    record = read_json(json_path)
+    assert record["status"] == "terminated (SIGTERM)" and record["epochs"] == []
+
+
+def test_a_full_disk_while_writing_the_plots_is_one_clear_line(tmp_path, data_dir):
+    """A file-size limit (what a full disk looks like to a writer: the write fails) that the JSON
+    fits under and the first figure does not."""
+    import resource
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write with EFBIG, not kill the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (15_000, 15_000))
+    command = [sys.executable, str(ROOT / "step1_skeleton.py"), "--device", "cpu", "--data-dir", str(data_dir),
+               "--out", str(tmp_path), *QUICK]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size)
+    assert result.returncode == 1
+    assert_no_traceback(result.stderr)
+    assert result.stderr.strip() == f"error: cannot write {tmp_path / 'step1_skeleton_curves.png'}: File too large"
+    assert read_json(tmp_path / "step1_skeleton.json")["status"] == "complete"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step1_skeleton.json"]  # no half-written figure
+
+
+def test_rerun_after_a_stop_completes(tmp_path, data_dir):
+    stop_when(start_step2(tmp_path, data_dir), signal.SIGINT, (tmp_path / "step2_bn_gap.json").exists)
+    json_path = tmp_path / "step2_bn_gap.json"
     code, _, stderr = run_step("step2_bn_gap", tmp_path, data_dir, *QUICK)
     assert code == 0, stderr
     assert read_json(json_path)["status"] == "complete"
