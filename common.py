@@ -5,6 +5,7 @@ which each step's `main` calls. Tables over several runs are built by tools/repo
 import argparse
 import datetime
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 import torchvision
 from tqdm import tqdm
 
+# ---- Settings: the data's constants and the project's goal
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # over the 60k training pixels, in [0, 1]
 BACKGROUND = (0.0 - MNIST_MEAN) / MNIST_STD  # a black pixel after normalisation
 TARGET_ACC = 99.4  # percent, the project's goal
@@ -33,6 +36,7 @@ MNIST_FILES = {  # name -> (magic number, shape): the IDX header every MNIST fil
     "t10k-images-idx3-ubyte": (2051, (10000, 28, 28)), "t10k-labels-idx1-ubyte": (2049, (10000,))}
 
 
+# ---- Options: the command line every step takes, the device, the seed
 class UserError(Exception):
     """A problem the user can fix: printed as one message, without a traceback."""
 
@@ -76,6 +80,7 @@ def seed_everything(seed):
     return torch.Generator().manual_seed(seed)
 
 
+# ---- Data: MNIST checked, then held in memory as four tensors on the device
 def check_mnist_files(data_dir):
     """Refuse a damaged MNIST file, naming it: IDX header, size, and SHA256SUMS if present."""
     for name, (magic, shape) in MNIST_FILES.items():
@@ -120,6 +125,7 @@ def load_mnist(data_dir, device, subset=None):
     return tensors
 
 
+# ---- Augmentation: a random rotation, zoom and shift per image, a whole batch at once
 def random_affine(n, augmentation, generator):
     """Per image: an angle in [-degrees, degrees], a zoom in [1 - zoom, 1 + zoom] and a
     shift in [-shift, shift] pixels along each axis, for `augmentation` = dict(degrees=...,
@@ -152,6 +158,7 @@ def affine(images, angles, zooms=None, shifts=None, displacement=None):
     return F.grid_sample(images - BACKGROUND, grid, mode="bilinear", align_corners=False) + BACKGROUND
 
 
+# ---- Summary: every layer's output, parameters, multiply-adds and receptive field
 def summarize(model, input_shape=(1, 1, 28, 28)):
     """Run one blank image through `model` and record, per leaf layer in the order it runs, its
     output shape, parameters, multiply-adds, receptive field r and jump j (input pixels between
@@ -198,6 +205,7 @@ def count_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
+# ---- Training: one epoch, and the test pass
 class Diverged(UserError):
     """The training loss became NaN or infinite."""
 
@@ -258,20 +266,19 @@ def evaluate(model, images, labels, batch_size=500):
     return F.cross_entropy(logits, labels).item(), accuracy, predictions
 
 
+# ---- Outputs: files written whole or not at all, the plots
 def write_atomically(path, text=None, save=None):
     """Write `text` (or call `save(file)`) so that `path` is the old or the new file, never half;
     a full disk or any other OSError is one clear UserError naming the file."""
-    path = Path(path)
+    path, tmp = Path(path), None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:
-        raise UserError(f"cannot write {path}: {error.strerror or error}") from None
-    try:
         with os.fdopen(fd, "wb") as f:
             (save or (lambda f: f.write(text.encode())))(f)
         os.replace(tmp, path)
     except BaseException as error:
-        os.unlink(tmp)
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
         if isinstance(error, OSError):
             raise UserError(f"cannot write {path}: {error.strerror or error}") from None
         raise
@@ -317,9 +324,7 @@ def save_plots(prefix, history, test_images, test_labels, predictions):
 
     images, labels, preds = test_images.cpu(), test_labels.cpu(), predictions.cpu()
     wrong = (preds != labels).nonzero().flatten()
-    fig, axes = plt.subplots(4, 10, figsize=(10, 4.6))
-    for ax in axes.flat:
-        ax.axis("off")
+    fig, axes = plt.subplots(4, 10, figsize=(10, 4.6), subplot_kw=dict(xticks=[], yticks=[], frame_on=False))
     for ax, i in zip(axes.flat, wrong[:40]):
         ax.imshow(images[i, 0], cmap="gray_r")
         ax.set_title(f"{labels[i]}→{preds[i]}", fontsize=9, color="crimson")
@@ -330,33 +335,29 @@ def save_plots(prefix, history, test_images, test_labels, predictions):
     confusion.index_put_((labels, preds), torch.ones_like(labels), accumulate=True)
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.imshow(confusion - torch.diag(confusion.diagonal()), cmap="Reds")  # colour the errors
-    for t in range(10):
-        for p in range(10):
-            ax.text(p, t, int(confusion[t, p]), ha="center", va="center", fontsize=7,
-                    color="black" if t != p else "gray")
+    for (t, p), count in zip(itertools.product(range(10), repeat=2), confusion.flatten().tolist()):
+        ax.text(p, t, count, ha="center", va="center", fontsize=7, color="black" if t != p else "gray")
     ax.set(xlabel="predicted", ylabel="true", xticks=range(10), yticks=range(10),
            title="confusion matrix (colour: errors only)")
     save_figure(fig, f"{prefix}_confusion.png")
 
 
+# ---- One run: what made it, the epochs, the record; how a step's main is run
 def provenance(model_class, device, variant):
     """What made a run: the commit (and whether the tree differed from it), the variant, the
-    constants of the module that defines the model, threads, device and library versions."""
-    folder = Path(sys.modules[model_class.__module__].__dict__.get("__file__", ".")).resolve().parent
+    constants of the model's module, threads, device, torch and, on CUDA, TF32 and determinism."""
+    module = sys.modules[model_class.__module__]
+    git = ["git", "-C", str(Path(getattr(module, "__file__", ".")).resolve().parent)]
     try:
-        git = lambda *a: subprocess.run(["git", "-C", str(folder), *a], capture_output=True, text=True,
-                                        timeout=10, check=True).stdout.strip()
-        code = dict(commit=git("rev-parse", "HEAD"), uncommitted_changes=bool(git("status", "--porcelain")))
+        read = lambda *a: subprocess.run(git + [*a], capture_output=True, text=True, timeout=10, check=True).stdout
+        code = dict(commit=read("rev-parse", "HEAD").strip(), uncommitted_changes=bool(read("status", "--porcelain")))
     except (OSError, subprocess.SubprocessError):  # a copied step (Colab): no repository
         code = dict(commit=None, uncommitted_changes=None, repository="none: not run from a git repository")
-    constants = {name: value for name, value in vars(sys.modules[model_class.__module__]).items()
-                 if name.isupper() and isinstance(value, (int, float, str, dict, tuple))}
-    record = dict(**code, variant=variant, constants=constants, device=str(device),
-                  threads=torch.get_num_threads(), torch=torch.__version__)
-    if device.type == "cuda":
-        record.update(tf32_matmul=torch.backends.cuda.matmul.allow_tf32, tf32_cudnn=torch.backends.cudnn.allow_tf32,
-                      cudnn_deterministic=torch.backends.cudnn.deterministic, cudnn_benchmark=torch.backends.cudnn.benchmark)
-    return record
+    cuda, cudnn = torch.backends.cuda, torch.backends.cudnn
+    return dict(**code, variant=variant, device=str(device), threads=torch.get_num_threads(), torch=torch.__version__,
+                constants={k: v for k, v in vars(module).items() if k.isupper() and isinstance(v, (int, float, dict))},
+                **(dict(tf32_matmul=cuda.matmul.allow_tf32, tf32_cudnn=cudnn.allow_tf32, cudnn_benchmark=cudnn.benchmark,
+                        cudnn_deterministic=cudnn.deterministic) if device.type == "cuda" else {}))
 
 
 def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, json_path,
@@ -424,25 +425,19 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (sent by `timeout`, job schedulers and notebook hosts), handled as Ctrl-C is."""
 
 
-def raise_terminated(signum, frame):
-    raise Terminated()
-
-
 def main_guard(main):
-    """Run a step's main: a UserError becomes one message and exit code 1, Ctrl-C exit 130,
-    SIGTERM exit 143 (the shell's codes for those signals)."""
-    try:
-        previous = signal.signal(signal.SIGTERM, raise_terminated)
-    except ValueError:  # not the main thread: leave signals to whoever runs us
-        previous = None
+    """Run a step's main: a UserError is one message and exit code 1; Ctrl-C exits 130, SIGTERM 143."""
+    def terminate(signum, frame):
+        raise Terminated()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, terminate) if in_main_thread else None
     try:
         main()
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(print(f"error: {error}", file=sys.stderr) or 1)
     except KeyboardInterrupt as stop:
-        print(f"\n{'terminated' if isinstance(stop, Terminated) else 'interrupted'}: the epochs finished "
-              f"so far are in the run's JSON.", file=sys.stderr)
+        how = "terminated" if isinstance(stop, Terminated) else "interrupted"
+        print(f"\n{how}: the epochs finished so far are in the run's JSON.", file=sys.stderr)
         sys.exit(143 if isinstance(stop, Terminated) else 130)
     finally:
         if previous is not None:

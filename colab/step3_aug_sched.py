@@ -45,12 +45,16 @@ Analysis
 import argparse
 import datetime
 import hashlib
+import itertools
 import json
 import math
 import os
+import signal
 import socket
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -62,6 +66,7 @@ import torch.nn.functional as F
 import torchvision
 from tqdm import tqdm
 
+# ---- Settings: the data's constants and the project's goal
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # over the 60k training pixels, in [0, 1]
 BACKGROUND = (0.0 - MNIST_MEAN) / MNIST_STD  # a black pixel after normalisation
 TARGET_ACC = 99.4  # percent, the project's goal
@@ -70,6 +75,7 @@ MNIST_FILES = {  # name -> (magic number, shape): the IDX header every MNIST fil
     "train-images-idx3-ubyte": (2051, (60000, 28, 28)), "train-labels-idx1-ubyte": (2049, (60000,)),
     "t10k-images-idx3-ubyte": (2051, (10000, 28, 28)), "t10k-labels-idx1-ubyte": (2049, (10000,))}
 
+# ---- Options: the command line every step takes, the device, the seed
 class UserError(Exception):
     """A problem the user can fix: printed as one message, without a traceback."""
 
@@ -109,6 +115,7 @@ def seed_everything(seed):
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
+# ---- Data: MNIST checked, then held in memory as four tensors on the device
 def check_mnist_files(data_dir):
     """Refuse a damaged MNIST file, naming it: IDX header, size, and SHA256SUMS if present."""
     for name, (magic, shape) in MNIST_FILES.items():
@@ -151,6 +158,7 @@ def load_mnist(data_dir, device, subset=None):
         tensors += [images.to(device), dataset.targets[:count].to(device)]
     return tensors
 
+# ---- Augmentation: a random rotation, zoom and shift per image, a whole batch at once
 def random_affine(n, augmentation, generator):
     """Per image: an angle in [-degrees, degrees], a zoom in [1 - zoom, 1 + zoom] and a
     shift in [-shift, shift] pixels along each axis, for `augmentation` = dict(degrees=...,
@@ -181,6 +189,7 @@ def affine(images, angles, zooms=None, shifts=None, displacement=None):
     # Sampling outside the image gives 0; shift values so that 0 is the background.
     return F.grid_sample(images - BACKGROUND, grid, mode="bilinear", align_corners=False) + BACKGROUND
 
+# ---- Summary: every layer's output, parameters, multiply-adds and receptive field
 def summarize(model, input_shape=(1, 1, 28, 28)):
     """Run one blank image through `model` and record, per leaf layer in the order it runs, its
     output shape, parameters, multiply-adds, receptive field r and jump j (input pixels between
@@ -224,6 +233,7 @@ def format_summary(rows):
 def count_params(model):
     return sum(p.numel() for p in model.parameters())
 
+# ---- Training: one epoch, and the test pass
 class Diverged(UserError):
     """The training loss became NaN or infinite."""
 
@@ -243,6 +253,8 @@ def train_epoch(model, optimizer, scheduler, images, labels, batch_size, generat
     batches = order.split(batch_size)
     # No bar when the output is not a terminal (CI, logs); the caller prints a line per epoch.
     bar = tqdm(batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=None)
+    if bar.disable:  # nothing to show: read the device once, at the end of the epoch
+        refresh_every = len(batches)
     start = time.perf_counter()
     for step, batch in enumerate(bar):
         x, y = images[batch], labels[batch]
@@ -270,24 +282,30 @@ def train_epoch(model, optimizer, scheduler, images, labels, batch_size, generat
                 train_seconds=time.perf_counter() - start)
 
 @torch.inference_mode()
-def evaluate(model, images, labels, batch_size=2000):
-    """Test loss, accuracy (%) and the predicted labels, in large batches."""
+def evaluate(model, images, labels, batch_size=500):
+    """Test loss, accuracy (%) and the predicted labels; batches of 500 run faster on a CPU
+    than larger ones (they fit its caches) and keep a GPU busy."""
     model.eval()
     logits = torch.cat([model(batch) for batch in images.split(batch_size)])
     predictions = logits.argmax(1)
     accuracy = 100 * (predictions == labels).float().mean().item()
     return F.cross_entropy(logits, labels).item(), accuracy, predictions
 
+# ---- Outputs: files written whole or not at all, the plots
 def write_atomically(path, text=None, save=None):
-    """Write `text` (or call `save(file)`) so that `path` is the old or the new file, never half."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write `text` (or call `save(file)`) so that `path` is the old or the new file, never half;
+    a full disk or any other OSError is one clear UserError naming the file."""
+    path, tmp = Path(path), None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             (save or (lambda f: f.write(text.encode())))(f)
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
+    except BaseException as error:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(error, OSError):
+            raise UserError(f"cannot write {path}: {error.strerror or error}") from None
         raise
 
 def prepare_out_dir(out):
@@ -303,7 +321,7 @@ def prepare_out_dir(out):
 def save_figure(fig, path):
     """Write `fig` as a PNG; in a notebook (Colab, Jupyter: the inline backend) also show it."""
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    write_atomically(path, save=lambda f: fig.savefig(f, format="png", dpi=100))
     if "inline" in matplotlib.get_backend():
         plt.show()
     plt.close(fig)
@@ -328,9 +346,7 @@ def save_plots(prefix, history, test_images, test_labels, predictions):
 
     images, labels, preds = test_images.cpu(), test_labels.cpu(), predictions.cpu()
     wrong = (preds != labels).nonzero().flatten()
-    fig, axes = plt.subplots(4, 10, figsize=(10, 4.6))
-    for ax in axes.flat:
-        ax.axis("off")
+    fig, axes = plt.subplots(4, 10, figsize=(10, 4.6), subplot_kw=dict(xticks=[], yticks=[], frame_on=False))
     for ax, i in zip(axes.flat, wrong[:40]):
         ax.imshow(images[i, 0], cmap="gray_r")
         ax.set_title(f"{labels[i]}→{preds[i]}", fontsize=9, color="crimson")
@@ -341,18 +357,33 @@ def save_plots(prefix, history, test_images, test_labels, predictions):
     confusion.index_put_((labels, preds), torch.ones_like(labels), accumulate=True)
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.imshow(confusion - torch.diag(confusion.diagonal()), cmap="Reds")  # colour the errors
-    for t in range(10):
-        for p in range(10):
-            ax.text(p, t, int(confusion[t, p]), ha="center", va="center", fontsize=7,
-                    color="black" if t != p else "gray")
+    for (t, p), count in zip(itertools.product(range(10), repeat=2), confusion.flatten().tolist()):
+        ax.text(p, t, count, ha="center", va="center", fontsize=7, color="black" if t != p else "gray")
     ax.set(xlabel="predicted", ylabel="true", xticks=range(10), yticks=range(10),
            title="confusion matrix (colour: errors only)")
     save_figure(fig, f"{prefix}_confusion.png")
 
+# ---- One run: what made it, the epochs, the record; how a step's main is run
+def provenance(model_class, device, variant):
+    """What made a run: the commit (and whether the tree differed from it), the variant, the
+    constants of the model's module, threads, device, torch and, on CUDA, TF32 and determinism."""
+    module = sys.modules[model_class.__module__]
+    git = ["git", "-C", str(Path(getattr(module, "__file__", ".")).resolve().parent)]
+    try:
+        read = lambda *a: subprocess.run(git + [*a], capture_output=True, text=True, timeout=10, check=True).stdout
+        code = dict(commit=read("rev-parse", "HEAD").strip(), uncommitted_changes=bool(read("status", "--porcelain")))
+    except (OSError, subprocess.SubprocessError):  # a copied step (Colab): no repository
+        code = dict(commit=None, uncommitted_changes=None, repository="none: not run from a git repository")
+    cuda, cudnn = torch.backends.cuda, torch.backends.cudnn
+    return dict(**code, variant=variant, device=str(device), threads=torch.get_num_threads(), torch=torch.__version__,
+                constants={k: v for k, v in vars(module).items() if k.isupper() and isinstance(v, (int, float, dict))},
+                **(dict(tf32_matmul=cuda.matmul.allow_tf32, tf32_cudnn=cudnn.allow_tf32, cudnn_benchmark=cudnn.benchmark,
+                        cudnn_deterministic=cudnn.deterministic) if device.type == "cuda" else {}))
+
 def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, json_path,
-                   augmentation=None):
+                   augmentation=None, variant=None):
     """Train one model; return the run's record (also written to `json_path`), the model and
-    the last test predictions."""
+    the last test predictions. `variant` names a changed step (tools/ablations.py)."""
     train_x, train_y, test_x, test_y = data
     generator = seed_everything(seed)
     model = model_class().to(device)
@@ -360,12 +391,13 @@ def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, 
     print(format_summary(rows))
     optimizer, scheduler = make_optimizer(model, args, math.ceil(len(train_x) / args.batch_size))
     record = dict(step=step, seed=seed, params=count_params(model), receptive_field=rows[-1]["rf"],
-                  macs=sum(r["macs"] for r in rows), device=str(device), threads=torch.get_num_threads(),
-                  torch=torch.__version__, date=f"{datetime.datetime.now():%Y-%m-%d %H:%M}",
+                  macs=sum(r["macs"] for r in rows), **provenance(model_class, device, variant or step.split("_")[0]),
+                  date=f"{datetime.datetime.now():%Y-%m-%d %H:%M}",
                   settings=dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, subset=args.subset,
                                 augmentation=augmentation), status="running", epochs=[], seconds=0.0)
     start = time.perf_counter()
-    try:  # the JSON is rewritten after every epoch and when training stops, however it stops
+    try:  # the JSON is written now, after every epoch and when training stops, however it stops
+        write_atomically(json_path, json.dumps(record, indent=1))
         for epoch in range(1, args.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
             stats = train_epoch(model, optimizer, scheduler, train_x, train_y, args.batch_size,
@@ -378,8 +410,8 @@ def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, 
                        f"({stats['train_seconds']:.1f} s)")
             write_atomically(json_path, json.dumps(record, indent=1))
         record["status"] = "complete"
-    except KeyboardInterrupt:
-        record["status"] = "interrupted"
+    except KeyboardInterrupt as stop:
+        record["status"] = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
         raise
     except Diverged as error:
         record["status"] = "diverged"
@@ -407,16 +439,26 @@ def run_step(step, model_class, make_optimizer, args, augmentation=None):
           f"{max(accuracies):.2f}%, {sum(a >= TARGET_ACC for a in accuracies)} epochs at ≥ {TARGET_ACC}%). "
           f"Wrote {out / step}.json and its plots.")
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (sent by `timeout`, job schedulers and notebook hosts), handled as Ctrl-C is."""
+
 def main_guard(main):
-    """Run a step's main: a UserError becomes one message and exit code 1, Ctrl-C exit 130."""
+    """Run a step's main: a UserError is one message and exit code 1; Ctrl-C exits 130, SIGTERM 143."""
+    def terminate(signum, frame):
+        raise Terminated()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, terminate) if in_main_thread else None
     try:
         main()
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("\ninterrupted: the epochs finished so far are in the run's JSON.", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(print(f"error: {error}", file=sys.stderr) or 1)
+    except KeyboardInterrupt as stop:
+        how = "terminated" if isinstance(stop, Terminated) else "interrupted"
+        print(f"\n{how}: the epochs finished so far are in the run's JSON.", file=sys.stderr)
+        sys.exit(143 if isinstance(stop, Terminated) else 130)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 # ------------------------------ from step3_aug_sched.py
 import math
@@ -427,16 +469,16 @@ import torch.nn.functional as F
 
 SETTINGS = dict(epochs=15, batch_size=128, lr=0.1)
 AUGMENTATION = dict(degrees=10.0, zoom=0.1, shift=2.0)  # per image: up to 10°, 10% zoom, 2 px shift
-DROPOUT = 0.05
 WEIGHT_DECAY = 1e-4
 WARMUP_END = 0.2  # share of the steps spent raising the rate to its peak
 ANNEAL_END = 0.75  # share of the steps after which the rate stays at its floor
 RATE_FLOOR = 0.01  # the floor, as a share of --lr
 
 def conv_bn(in_channels, out_channels, padding=0):
-    """3x3 convolution -> BatchNorm -> ReLU -> dropout (no conv bias: BatchNorm has one)."""
+    """3x3 convolution -> BatchNorm -> ReLU (no conv bias: BatchNorm has one). No dropout: the
+    augmentation regularises, and dropout's random masks took a quarter of a CPU step."""
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU(), nn.Dropout(DROPOUT))
+                         nn.BatchNorm2d(out_channels), nn.ReLU())
 
 class BinomialBlur(nn.AvgPool2d):
     """A fixed 3x3 blur ([1, 2, 1] x [1, 2, 1] / 16) at stride 2, per channel, no parameters; an

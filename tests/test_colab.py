@@ -25,6 +25,7 @@ def test_generated_files_import_no_project_module_and_stay_short(step):
         assert f"import {module}" not in source and f"from {module} " not in source
     assert len(source.splitlines()) <= 500
     notebook = json.loads((ROOT / "colab" / f"{step}.ipynb").read_text())
+    nbformat.validate(notebook)  # the file as written: nbformat.read would repair missing cell ids
     code = "".join("".join(c["source"]) + "\n" for c in notebook["cells"] if c["cell_type"] == "code")
     compile(code, f"{step}.ipynb", "exec")
     assert "class Net" in code and "def train_epoch" in code and "main_guard(lambda: main(ARGS))" in code
@@ -56,3 +57,12 @@ def test_notebook_shows_summary_progress_and_figures_inline(tmp_path, data_dir):
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == 3  # curves, misclassified digits, confusion matrix
     assert (tmp_path / "results" / "step2_bn_gap_curves.png").exists()
+
+
+def test_notebook_reads_the_shared_code_one_titled_section_at_a_time():
+    notebook = json.loads((ROOT / "colab" / "step3_aug_sched.ipynb").read_text())
+    titles = [c["source"][0].strip() for c in notebook["cells"] if c["source"][0].startswith("### ")]
+    assert titles == ["### Settings", "### Options", "### Data", "### Augmentation", "### Summary",
+                      "### Training", "### Outputs", "### One run"]
+    code_cells = [len("".join(c["source"]).splitlines()) for c in notebook["cells"] if c["cell_type"] == "code"]
+    assert max(code_cells) <= 120  # no wall of code

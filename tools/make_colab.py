@@ -6,10 +6,11 @@ Generated files are never edited by hand: change common.py or the step, then `ma
 """
 import argparse
 import ast
-import json
 import re
 import sys
 from pathlib import Path
+
+import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = ["step1_skeleton", "step2_bn_gap", "step3_aug_sched"]
@@ -38,6 +39,14 @@ def split_module(source):
     return docstring, re.sub(r"\n\n\n+", "\n\n", body), main_block
 
 
+def markdown(text):
+    return nbformat.v4.new_markdown_cell(text.strip("\n"))
+
+
+def code(text):
+    return nbformat.v4.new_code_cell(text.strip("\n"))
+
+
 def build(step):
     """The generated .py and .ipynb texts for one step."""
     _, common_body, _ = split_module((ROOT / "common.py").read_text())
@@ -47,31 +56,29 @@ def build(step):
     py = "\n".join([f'"""{docstring}"""', note, "", "# " + "-" * 30 + " from common.py", common_body, "",
                     "# " + "-" * 30 + f" from {step}.py", step_body, "", "", main_block, ""])
 
-    def cell(kind, text):
-        extra = {"execution_count": None, "outputs": []} if kind == "code" else {}
-        return {"cell_type": kind, "metadata": {}, "source": text.strip("\n").splitlines(keepends=True), **extra}
-
-    notebook = {
-        "cells": [
-            cell("markdown", f"# {step}\n\n{note.replace('# ', '')}\n\n```\n{docstring.strip()}\n```"),
-            cell("code", f"# The step (from {step}.py): model and settings\n" + step_body),
-            cell("markdown", "The machinery every step shares (from `common.py`): options, MNIST in memory, "
-                             "batched augmentation, the model summary, the training loop, the plots."),
-            cell("code", "# Shared code (from common.py)\n" + common_body),
-            cell("markdown", "## Train\n\nThe next cell prints the model summary (output shape, parameters, "
-                             "multiply-adds and receptive field of every layer), a line per epoch, and then "
-                             "shows the curves, the misclassified digits and the confusion matrix (also "
-                             "written to `results/`). MNIST is downloaded into `data/`. Options go in `ARGS` "
-                             "as on the command line, e.g. `[\"--epochs\", \"3\"]`; "
-                             "`[\"--help\"]` lists them all."),
-            cell("code", "ARGS = []"),
-            cell("code", "main_guard(lambda: main(ARGS))"),
-        ],
-        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-                     "language_info": {"name": "python"}},
-        "nbformat": 4, "nbformat_minor": 5,
-    }
-    return py, json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
+    cells = [markdown(f"# {step}\n\n{note.replace('# ', '')}\n\n```\n{docstring.strip()}\n```"),
+             code(f"# The step (from {step}.py): model and settings\n" + step_body),
+             markdown("## The shared code\n\nWhat every step shares (from `common.py`), one section at a "
+                      "time: options, data, augmentation, the model summary, training, outputs, one run.")]
+    imports, *sections = re.split(r"^# ---- (.+)\n", common_body, flags=re.MULTILINE)
+    cells.append(code("# Imports (from common.py)\n" + imports))
+    for title, body in zip(sections[::2], sections[1::2]):
+        name, _, what = title.partition(": ")
+        cells += [markdown(f"### {name}\n\n{what[0].upper() + what[1:]}."), code(body)]
+    cells += [markdown("## Train\n\nThe next cell prints the model summary (output shape, parameters, "
+                       "multiply-adds and receptive field of every layer), a line per epoch, and then "
+                       "shows the curves, the misclassified digits and the confusion matrix (also "
+                       "written to `results/`). MNIST is downloaded into `data/`. Options go in `ARGS` "
+                       "as on the command line, e.g. `[\"--epochs\", \"3\"]`; "
+                       "`[\"--help\"]` lists them all."),
+              code("ARGS = []"), code("main_guard(lambda: main(ARGS))")]
+    for index, cell in enumerate(cells):  # ids fixed by position: the same notebook on every build
+        cell.id = f"{step.replace('_', '-')}-{index}"
+    notebook = nbformat.v4.new_notebook(cells=cells, metadata={
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"}})
+    nbformat.validate(notebook)
+    return py, nbformat.writes(notebook) + "\n"
 
 
 def main():
