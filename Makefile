@@ -31,6 +31,7 @@ seeds: $(VENV)/.installed
 	$(PYTHON) tools/ablations.py step3 --seeds $(SEEDS) --jobs $(JOBS) --out results
 
 experiments: $(VENV)/.installed
+	$(PYTHON) tools/ablations.py --variants-json results/experiments/variants.json
 	$(PYTHON) tools/report.py experiments
 
 test: $(VENV)/.installed

@@ -176,7 +176,8 @@ def summarize(model, input_shape=(1, 1, 28, 28)):
         rf += (kernel - 1) * dilation * jump
         jump *= stride
         macs = (output[0].numel() * module.weight[0].numel() if isinstance(module, nn.Conv2d) else
-                module.weight.numel() if isinstance(module, nn.Linear) else 0)
+                module.weight.numel() if isinstance(module, nn.Linear) else
+                output[0].numel() * kernel * kernel if isinstance(module, nn.AvgPool2d) else 0)  # a weighted sum
         rows.append(dict(name=names[module], layer=type(module).__name__, shape=tuple(output.shape[1:]),
                          params=count_params(module), macs=macs, rf=rf, jump=jump))
 
@@ -211,10 +212,10 @@ class Diverged(UserError):
 
 
 def train_epoch(model, optimizer, scheduler, images, labels, batch_size, generator,
-                augmentation=None, desc="train", refresh_every=50):
-    """One pass over the training set in a fresh random order, augmenting on the device when
-    `augmentation` is given (see random_affine). Losses and counts stay on the device and are
-    read every `refresh_every` steps (progress bar, divergence check): a GPU never waits."""
+                augmentation=None, warp=affine, desc="train", refresh_every=50):
+    """One pass over the training set in a fresh random order, augmenting on the device with
+    `warp` when `augmentation` is given (see random_affine). Losses and counts stay on the
+    device and are read every `refresh_every` steps (progress, divergence): a GPU never waits."""
     model.train()
     device, n = images.device, len(images)
     order = torch.randperm(n, generator=generator).to(device)
@@ -232,7 +233,7 @@ def train_epoch(model, optimizer, scheduler, images, labels, batch_size, generat
     for step, batch in enumerate(bar):
         x, y = images[batch], labels[batch]
         if augmentation:
-            x = affine(x, angles[batch], zooms[batch], shifts[batch])
+            x = warp(x, angles[batch], zooms[batch], shifts[batch])
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -343,10 +344,14 @@ def save_plots(prefix, history, test_images, test_labels, predictions):
 
 
 # ---- One run: what made it, the epochs, the record; how a step's main is run
-def provenance(model_class, device, variant):
+def provenance(step, model_class, device, variant):
     """What made a run: the commit (and whether the tree differed from it), the variant, the
-    constants of the model's module, threads, device, torch and, on CUDA, TF32 and determinism."""
+    constants of the step and of the model's module, threads, device, torch and, on CUDA, TF32
+    and determinism."""
     module = sys.modules[model_class.__module__]
+    constants = {k: v for m in (sys.modules.get(step), module) if m for k, v in vars(m).items()
+                 if k.isupper() and (isinstance(v, (int, float)) or isinstance(v, dict) and all(
+                     isinstance(x, (int, float, str, tuple)) for x in v.values()))}
     git = ["git", "-C", str(Path(getattr(module, "__file__", ".")).resolve().parent)]
     try:
         read = lambda *a: subprocess.run(git + [*a], capture_output=True, text=True, timeout=10, check=True).stdout
@@ -355,34 +360,37 @@ def provenance(model_class, device, variant):
         code = dict(commit=None, uncommitted_changes=None, repository="none: not run from a git repository")
     cuda, cudnn = torch.backends.cuda, torch.backends.cudnn
     return dict(**code, variant=variant, device=str(device), threads=torch.get_num_threads(), torch=torch.__version__,
-                constants={k: v for k, v in vars(module).items() if k.isupper() and isinstance(v, (int, float, dict))},
+                constants=constants,
                 **(dict(tf32_matmul=cuda.matmul.allow_tf32, tf32_cudnn=cudnn.allow_tf32, cudnn_benchmark=cudnn.benchmark,
                         cudnn_deterministic=cudnn.deterministic) if device.type == "cuda" else {}))
 
 
 def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, json_path,
-                   augmentation=None, variant=None):
+                   augmentation=None, variant=None, warp=affine, test=evaluate):
     """Train one model; return the run's record (also written to `json_path`), the model and
-    the last test predictions. `variant` names a changed step (tools/ablations.py)."""
+    the last test predictions. A changed step (tools/ablations.py) has a `variant` name and may
+    give its own `warp` (see affine), `test` (see evaluate) and `augmentation` as a function
+    of (epoch, epochs) that gives the epoch's augmentation or None."""
     train_x, train_y, test_x, test_y = data
     generator = seed_everything(seed)
     model = model_class().to(device)
     rows = summarize(model)
     print(format_summary(rows))
     optimizer, scheduler = make_optimizer(model, args, math.ceil(len(train_x) / args.batch_size))
+    augment = augmentation if callable(augmentation) else lambda epoch, epochs: augmentation
     record = dict(step=step, seed=seed, params=count_params(model), receptive_field=rows[-1]["rf"],
-                  macs=sum(r["macs"] for r in rows), **provenance(model_class, device, variant or step.split("_")[0]),
+                  macs=sum(r["macs"] for r in rows), **provenance(step, model_class, device, variant or step.split("_")[0]),
                   date=f"{datetime.datetime.now():%Y-%m-%d %H:%M}",
                   settings=dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, subset=args.subset,
-                                augmentation=augmentation), status="running", epochs=[], seconds=0.0)
+                                augmentation=augment(1, args.epochs)), status="running", epochs=[], seconds=0.0)
     start = time.perf_counter()
     try:  # the JSON is written now, after every epoch and when training stops, however it stops
         write_atomically(json_path, json.dumps(record, indent=1))
         for epoch in range(1, args.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
-            stats = train_epoch(model, optimizer, scheduler, train_x, train_y, args.batch_size,
-                                generator, augmentation, desc=f"epoch {epoch}/{args.epochs}")
-            test_loss, test_acc, predictions = evaluate(model, test_x, test_y)
+            stats = train_epoch(model, optimizer, scheduler, train_x, train_y, args.batch_size, generator,
+                                augment(epoch, args.epochs), warp, desc=f"epoch {epoch}/{args.epochs}")
+            test_loss, test_acc, predictions = test(model, test_x, test_y)
             record["epochs"].append(dict(epoch=epoch, lr=lr, **stats, test_loss=test_loss, test_acc=test_acc))
             record["seconds"] = time.perf_counter() - start
             tqdm.write(f"epoch {epoch:2d}/{args.epochs}  lr {lr:.4f}  train loss {stats['train_loss']:.4f} "

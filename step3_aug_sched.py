@@ -100,19 +100,20 @@ class Net(nn.Module):
         return self.output(self.block3(x))
 
 
-def make_optimizer(model, args, steps_per_epoch):
-    """SGD with Nesterov momentum; the rate rises from 4% to 100% of --lr until WARMUP_END of the
-    steps, falls along a cosine to 1% at ANNEAL_END and stays there, so the last epochs settle."""
+def make_optimizer(model, args, steps_per_epoch, weight_decay=WEIGHT_DECAY, warmup_end=WARMUP_END,
+                   anneal_end=ANNEAL_END, rate_floor=RATE_FLOOR):
+    """SGD with Nesterov momentum; the rate rises from 4% to 100% of --lr until `warmup_end` of
+    the steps, falls along a cosine to `rate_floor` at `anneal_end` and stays there."""
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
-                                weight_decay=WEIGHT_DECAY)
+                                weight_decay=weight_decay)
     total_steps = args.epochs * steps_per_epoch
 
     def rate_factor(step):
         progress = step / total_steps
-        if progress < WARMUP_END:
-            return 0.04 + 0.96 * progress / WARMUP_END
-        anneal = min(1.0, (progress - WARMUP_END) / (ANNEAL_END - WARMUP_END))
-        return RATE_FLOOR + (1 - RATE_FLOOR) * (1 + math.cos(math.pi * anneal)) / 2
+        if progress < warmup_end:
+            return 0.04 + 0.96 * progress / warmup_end
+        anneal = min(1.0, (progress - warmup_end) / (anneal_end - warmup_end))
+        return rate_floor + (1 - rate_floor) * (1 + math.cos(math.pi * anneal)) / 2
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, rate_factor)
 

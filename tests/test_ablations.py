@@ -1,4 +1,5 @@
-"""tools/ablations.py: each variant is step 3 with exactly its one change, and runs."""
+"""tools/ablations.py: each variant is a recipe that changes what its description says and
+nothing else, without touching step 3 or common; the schedule; the command line."""
 import json
 from types import SimpleNamespace
 
@@ -11,70 +12,168 @@ import common
 import step3_aug_sched as step3
 from conftest import call
 
-
-def make_variant(monkeypatch, name):
-    ablations.apply(name, monkeypatch.setattr)
+EPOCHS, STEPS_PER_EPOCH = 15, 20  # a whole run of the schedule, 300 steps
 
 
-def seeded_net():
+def fingerprint(recipe):
+    """Everything a variant may change, as data: layers, sizes, augmentation per epoch, the rate
+    at every step of a 15-epoch run, weight decay, the warp and the test pass."""
+    common.seed_everything(0)
+    model = recipe.net()
+    rows = common.summarize(model)
+    optimizer, scheduler = recipe.make_optimizer(model, SimpleNamespace(lr=0.1, epochs=EPOCHS), STEPS_PER_EPOCH)
+    rates = []
+    for _ in range(EPOCHS * STEPS_PER_EPOCH):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    augmentation = [recipe.augmentation(epoch, EPOCHS) if callable(recipe.augmentation) else recipe.augmentation
+                    for epoch in range(1, EPOCHS + 1)]
+    return dict(layers=[r["layer"] for r in rows], shapes=[r["shape"] for r in rows],
+                params=common.count_params(model), macs=sum(r["macs"] for r in rows), rf=rows[-1]["rf"],
+                augmentation=augmentation, rates=rates, weight_decay=optimizer.param_groups[0]["weight_decay"],
+                warp=recipe.warp, test=recipe.test, model=model)
+
+
+# variant: (the recipe it is built from, what differs from it). Layer lists change their
+# shapes list too (one entry per layer).
+CHANGES = {
+    "step3": ("step3", set()),
+    "dropout-0.05": ("step3", {"layers", "shapes"}),
+    "conv-before-pool": ("dropout-0.05", {"layers", "shapes", "macs"}),
+    "plain-last-third": ("conv-before-pool", {"augmentation"}),
+    "average-floor-10": ("conv-before-pool", {"rates", "test"}),
+    "blur-second-only": ("conv-before-pool", {"layers", "shapes", "macs", "rf"}),
+    "dropout2d": ("step3", {"layers", "shapes"}),
+    "dropout-after-pool": ("step3", {"layers", "shapes"}),
+    "silu": ("step3", {"layers"}),
+    "mild-augmentation": ("step3", {"augmentation"}),
+    "elastic": ("step3", {"warp"}),
+    "shear": ("step3", {"warp"}),
+    "weight-decay-5e-4": ("step3", {"weight_decay"}),
+    "anneal-90": ("step3", {"rates"}),
+    "wide-28x28": ("step3", {"shapes", "params", "macs"}),
+    "max-pool": ("step3", {"layers", "shapes", "macs", "rf"}),
+    "squeeze-excite": ("step3", {"layers", "shapes", "params", "macs"}),
+    "wide-end": ("step3", {"shapes", "params", "macs"}),
+    "wide-end-short-warmup": ("wide-end", {"rates"}),
+}
+
+
+def test_every_variant_is_listed_here():
+    assert set(CHANGES) == set(ablations.VARIANTS)
+
+
+@pytest.mark.parametrize("name", sorted(CHANGES))
+def test_each_variant_changes_what_it_says_and_nothing_else(name):
+    base, expected = CHANGES[name]
+    variant, reference = fingerprint(ablations.VARIANTS[name]), fingerprint(ablations.VARIANTS[base])
+    assert {key for key in variant if key != "model" and variant[key] != reference[key]} == expected
+    assert variant["params"] < 8000
+
+
+def convs(model):
+    return [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+
+def after_each(layers, kind, extra):
+    out = []
+    for layer in layers:
+        out += [layer, extra] if layer == kind else [layer]
+    return out
+
+
+def test_the_changes_are_the_ones_described():
+    v = {name: fingerprint(recipe) for name, recipe in ablations.VARIANTS.items()}
+    step = v["step3"]
+    assert v["dropout-0.05"]["layers"] == after_each(step["layers"], "ReLU", "Dropout")
+    assert v["dropout2d"]["layers"] == after_each(step["layers"], "ReLU", "Dropout2d")
+    assert {m.p for m in v["dropout-0.05"]["model"].modules() if isinstance(m, nn.Dropout)} == {0.05}
+    assert v["silu"]["layers"] == ["SiLU" if layer == "ReLU" else layer for layer in step["layers"]]
+    dropouts = [i for i, layer in enumerate(v["dropout-after-pool"]["layers"]) if layer == "Dropout"]
+    assert len(dropouts) == 1 and v["dropout-after-pool"]["layers"][dropouts[0] - 1] == "BinomialBlur"
+    assert "BinomialBlur" not in v["max-pool"]["layers"] and v["max-pool"]["layers"].count("MaxPool2d") == 2
+    assert v["blur-second-only"]["layers"].count("BinomialBlur") == 1
+    # conv-before-pool: the last 3x3 convolution at 10 -> 8, pooled to 4x4 (step 3: pool to 5, then 3)
+    assert (16, 4, 4) in v["conv-before-pool"]["shapes"] and (16, 3, 3) in step["shapes"]
+    assert convs(v["wide-28x28"]["model"]) == [10, 10, 12, 14, 14, 16, 10]
+    assert convs(v["wide-end"]["model"]) == [8, 8, 12, 12, 16, 20, 10]
+    assert convs(step["model"]) == [8, 8, 12, 14, 16, 16, 10]
+    assert v["squeeze-excite"]["params"] - step["params"] == 235
+    assert v["weight-decay-5e-4"]["weight_decay"] == 5e-4 and step["weight_decay"] == 1e-4
+    assert v["mild-augmentation"]["augmentation"] == [dict(degrees=7.0, zoom=0.05, shift=1.0)] * EPOCHS
+    assert v["plain-last-third"]["augmentation"] == [step3.AUGMENTATION] * 10 + [None] * 5
+    assert v["average-floor-10"]["rates"][-1] == pytest.approx(0.1 * 0.1)
+    floor = v["anneal-90"]["rates"].index(min(v["anneal-90"]["rates"]))
+    assert floor == int(0.9 * EPOCHS * STEPS_PER_EPOCH)
+    peak = v["wide-end-short-warmup"]["rates"].index(max(v["wide-end-short-warmup"]["rates"]))
+    assert peak == int(0.05 * EPOCHS * STEPS_PER_EPOCH)
+
+
+def test_step3_schedule_over_a_whole_run():
+    """Starts at 4% of the peak, peaks at 20% of the steps, sits at the floor (1%) from 75%."""
+    rates = fingerprint(ablations.STEP3)["rates"]
+    total, peak = len(rates), 0.1
+    assert rates[0] == pytest.approx(0.04 * peak)
+    assert max(rates) == pytest.approx(peak) and rates.index(max(rates)) == 0.2 * total
+    assert all(a < b for a, b in zip(rates[:60], rates[1:61]))  # rising to the peak
+    assert all(a > b for a, b in zip(rates[60:225], rates[61:226]))  # falling to the floor
+    assert rates[225:] == pytest.approx([0.01 * peak] * (total - 225))
+    assert rates[224] > 0.01 * peak * 1.0001  # not at the floor before 75%
+
+
+def test_layout_with_step3s_pieces_is_step3s_net():
     common.seed_everything(3)
-    return step3.Net()
+    reference = step3.Net().eval()
+    common.seed_everything(3)
+    built = ablations.layout()().eval()
+    assert [p.tolist() for p in reference.parameters()] == [p.tolist() for p in built.parameters()]
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.equal(reference(x), built(x))
 
 
-def test_step3_variant_is_step3(monkeypatch):
-    reference = seeded_net().state_dict()
-    make_variant(monkeypatch, "step3")
-    variant = seeded_net().state_dict()
-    assert all(torch.equal(reference[key], variant[key]) for key in reference)
+def test_running_a_variant_changes_nothing_another_command_sees(mnist, tmp_path):
+    """A variant is data passed to train_one_seed: step 3 and common are as they were after."""
+    def snapshot(module):
+        return {name: value for name, value in vars(module).items() if not name.startswith("__")}
+    before = snapshot(step3), snapshot(common)
+    for name in ("silu", "average-floor-10", "plain-last-third", "elastic", "weight-decay-5e-4"):
+        recipe = ablations.VARIANTS[name]
+        args = SimpleNamespace(epochs=1, batch_size=100, lr=0.1, subset=200)
+        common.train_one_seed("step3_aug_sched", recipe.net, recipe.make_optimizer, args, [t[:200] for t in mnist],
+                              torch.device("cpu"), 1, tmp_path / f"{name}.json", recipe.augmentation, name,
+                              recipe.warp, recipe.test)
+        assert json.loads((tmp_path / f"{name}.json").read_text())["variant"] == name
+    after = snapshot(step3), snapshot(common)
+    for old, new in zip(before, after):
+        assert old.keys() == new.keys() and all(old[key] is new[key] for key in old)
 
 
-@pytest.mark.parametrize("name", sorted(ablations.VARIANTS))
-def test_every_variant_keeps_the_budget_and_trains(monkeypatch, name, mnist):
-    make_variant(monkeypatch, name)
-    model = seeded_net()
-    assert common.count_params(model) < 8000
-    assert common.summarize(model)[-1]["rf"] >= 28
-    optimizer, scheduler = step3.make_optimizer(model, SimpleNamespace(lr=0.1, epochs=1), 4)
-    images, labels = mnist[0][:256], mnist[1][:256]
-    stats = common.train_epoch(model, optimizer, scheduler, images, labels, 64,
-                               torch.Generator().manual_seed(0), step3.AUGMENTATION)
-    assert stats["train_loss"] > 0 and torch.isfinite(torch.tensor(stats["train_loss"]))
-
-
-def test_layout_variants_change_only_what_they_say(monkeypatch):
-    make_variant(monkeypatch, "dropout-after-pool")
-    model = seeded_net()
-    assert not any(isinstance(m, nn.Dropout) for m in model.block1.modules())
-    assert isinstance(model.transition1[-1], nn.Dropout)
-    # Same convolutions, in the same order, as step 3: same first draws, same weights.
-    monkeypatch.undo()
-    reference = seeded_net()
-    assert torch.equal(model.block1[0][0].weight, reference.block1[0][0].weight)
-    make_variant(monkeypatch, "wide-28x28")
-    widths = [m.out_channels for m in seeded_net().modules() if isinstance(m, nn.Conv2d)]
-    assert widths == [10, 10, 12, 14, 14, 16, 10]
-
-
-@pytest.mark.parametrize("warp, size_name, size", [("affine_and_elastic", "ELASTIC_PIXELS", 2.0),
-                                                    ("affine_and_shear", "SHEAR", 0.15)])
-def test_extra_warp_of_size_zero_is_step3s_warp(monkeypatch, warp, size_name, size):
+@pytest.mark.parametrize("warp, strength", [(ablations.affine_and_elastic, "pixels"),
+                                            (ablations.affine_and_shear, "shear")])
+def test_extra_warp_of_size_zero_is_step3s_warp(warp, strength):
     images = torch.randn(6, 1, 28, 28)
     angles, zooms, shifts = common.random_affine(6, step3.AUGMENTATION, torch.Generator().manual_seed(0))
-    monkeypatch.setattr(ablations, size_name, 0.0)
-    still = getattr(ablations, warp)(images, angles, zooms, shifts)
+    still = warp(images, angles, zooms, shifts, **{strength: 0.0})
     assert torch.allclose(still, common.affine(images, angles, zooms, shifts), atol=1e-5)
-    monkeypatch.setattr(ablations, size_name, size)
-    moved = getattr(ablations, warp)(images, angles, zooms, shifts)
+    moved = warp(images, angles, zooms, shifts)
     assert (moved - still).abs().max() > 0.1
 
 
-def test_cli_lists_variants_and_runs_seeds(tmp_path, data_dir, monkeypatch):
+def test_shear_slants_a_vertical_bar(monkeypatch):
+    bar = torch.full((1, 1, 28, 28), common.BACKGROUND)
+    bar[..., 13:15] = 2.0
+    monkeypatch.setattr(torch, "rand", lambda n: torch.ones(n))  # the largest slope
+    slanted = ablations.affine_and_shear(bar, torch.zeros(1), shear=0.3)
+    top, bottom = slanted[0, 0, 2].argmax(), slanted[0, 0, 25].argmax()
+    assert abs(int(top) - int(bottom)) >= 6  # 0.3 * 23 rows apart: about 7 columns
+
+
+def test_cli_lists_variants_and_runs_seeds(tmp_path, data_dir):
     code, listing, _ = call(ablations.main, "--list")
     assert code == 0 and all(name in listing for name in ablations.VARIANTS)
     code, _, stderr = call(ablations.main, "no-such-variant", "--seeds", "1")
     assert code == 2 and "invalid choice" in stderr
-    apply = ablations.apply  # in this process, make the variant so that the test undoes it
-    monkeypatch.setattr(ablations, "apply", lambda name: apply(name, monkeypatch.setattr))
     code, stdout, stderr = call(ablations.main, "silu", "--seeds", "2,3", "--epochs", "1", "--subset", "500",
                                 "--data-dir", data_dir, "--out", tmp_path, "--device", "cpu")
     assert code == 0, stderr
@@ -82,7 +181,12 @@ def test_cli_lists_variants_and_runs_seeds(tmp_path, data_dir, monkeypatch):
     for seed in (2, 3):
         record = json.loads((tmp_path / "seeds" / f"step3_aug_sched_seed{seed}.json").read_text())
         assert record["status"] == "complete" and record["params"] == 7662 and record["seed"] == seed
+        assert record["variant"] == "silu" and len(record["commit"]) == 40
         assert f"| {seed} |" in (tmp_path / "seeds.md").read_text()
+    code, _, stderr = call(ablations.main, "--variants-json", tmp_path / "variants.json")
+    variants = json.loads((tmp_path / "variants.json").read_text())
+    assert variants["plain-last-third"] == {"what": ablations.VARIANTS["plain-last-third"].what,
+                                            "paired_with": "conv-before-pool"}
 
 
 def test_seeds_side_by_side_match_seeds_one_after_another(tmp_path, data_dir):
@@ -107,23 +211,6 @@ def test_seeds_side_by_side_match_seeds_one_after_another(tmp_path, data_dir):
     assert "| 4 |" in (tmp_path / "side" / "seeds.md").read_text()
 
 
-def test_shear_slants_a_vertical_bar(monkeypatch):
-    bar = torch.full((1, 1, 28, 28), common.BACKGROUND)
-    bar[..., 13:15] = 2.0
-    monkeypatch.setattr(ablations, "SHEAR", 0.3)
-    monkeypatch.setattr(torch, "rand", lambda n: torch.ones(n))  # the largest slope
-    slanted = ablations.affine_and_shear(bar, torch.zeros(1))
-    top, bottom = slanted[0, 0, 2].argmax(), slanted[0, 0, 25].argmax()
-    assert abs(int(top) - int(bottom)) >= 6  # 0.3 * 23 rows apart: about 7 columns
-
-
-def test_max_pool_variant_is_plain_max_pools(monkeypatch):
-    make_variant(monkeypatch, "max-pool")
-    model = seeded_net()
-    assert isinstance(model.transition1, nn.MaxPool2d) and isinstance(model.transition2, nn.MaxPool2d)
-    assert common.summarize(model)[-1]["rf"] == 34
-
-
 def test_step3_pool_halves_the_map_and_keeps_a_flat_one_flat():
     pool = step3.pool()
     flat = torch.full((2, 3, 8, 8), 5.0)
@@ -133,58 +220,42 @@ def test_step3_pool_halves_the_map_and_keeps_a_flat_one_flat():
     assert sum(p.numel() for p in pool.parameters()) == 0
 
 
-def test_weight_decay_variant_reaches_the_optimizer(monkeypatch):
-    make_variant(monkeypatch, "weight-decay-5e-4")
-    optimizer, _ = step3.make_optimizer(seeded_net(), SimpleNamespace(lr=0.1, epochs=1), 4)
-    assert optimizer.param_groups[0]["weight_decay"] == 5e-4
-    monkeypatch.undo()
-    optimizer, _ = step3.make_optimizer(seeded_net(), SimpleNamespace(lr=0.1, epochs=1), 4)
-    assert optimizer.param_groups[0]["weight_decay"] == step3.WEIGHT_DECAY == 1e-4
-
-
-def test_average_variant_tests_the_moving_average(monkeypatch, mnist):
+@pytest.mark.parametrize("decay", [0.0, 0.9])
+def test_average_variant_tests_the_moving_average(mnist, decay):
     """With decay 0 the average is the model itself (weights and BatchNorm statistics); with
     decay 0.9 the test reads weights that lag behind the model's."""
-    make_variant(monkeypatch, "average-floor-10")
-    assert step3.RATE_FLOOR == 0.1
-    images, labels = mnist[0][:500], mnist[1][:500]
-    losses = {}  # (the test's, the model's own) test loss
-    for decay in (0.0, 0.9):
-        monkeypatch.setattr(ablations, "AVERAGE_DECAY", decay)
-        model = seeded_net()
-        optimizer, scheduler = step3.make_optimizer(model, SimpleNamespace(lr=0.1, epochs=1), 5)
-        common.train_epoch(model, optimizer, scheduler, images, labels, 100,
-                           torch.Generator().manual_seed(0), step3.AUGMENTATION)
-        average = model.__dict__["average"].module
-        same = all(torch.equal(a, b) for a, b in zip(average.state_dict().values(), model.state_dict().values()))
-        assert same == (decay == 0.0)
-        assert common.count_params(model) == 7662  # the average is not one of the model's modules
-        test_images, test_labels = mnist[2][:1000], mnist[3][:1000]
-        losses[decay] = (common.evaluate(model, test_images, test_labels)[0],
-                         ablations.step3_evaluate(model, test_images, test_labels)[0])
-    assert losses[0.0][0] == losses[0.0][1] and losses[0.9][0] != losses[0.9][1]
+    common.seed_everything(3)
+    model = ablations.VARIANTS["average-floor-10"].net()
+    optimizer, scheduler = ablations.make_optimizer_with_average(model, SimpleNamespace(lr=0.1, epochs=1), 5,
+                                                                 decay=decay)
+    common.train_epoch(model, optimizer, scheduler, mnist[0][:500], mnist[1][:500], 100,
+                       torch.Generator().manual_seed(0), step3.AUGMENTATION)
+    average = ablations.AVERAGES[model].module
+    same = all(torch.equal(a, b) for a, b in zip(average.state_dict().values(), model.state_dict().values()))
+    assert same == (decay == 0.0)
+    assert common.count_params(model) == 7662  # the average is not one of the model's modules
+    test_images, test_labels = mnist[2][:1000], mnist[3][:1000]
+    own = common.evaluate(model, test_images, test_labels)[0]
+    assert (ablations.evaluate_average(model, test_images, test_labels)[0] == own) == (decay == 0.0)
 
 
-def test_plain_last_third_trains_the_last_third_on_plain_digits(monkeypatch, tmp_path, mnist):
-    """Over 3 epochs: epochs 1-2 are step 3's, epoch 3 continues them without augmentation."""
+def test_plain_last_third_trains_the_last_third_on_plain_digits(tmp_path, mnist):
+    """Over 3 epochs: epochs 1-2 are conv-before-pool's, epoch 3 continues them without augmentation."""
     args = SimpleNamespace(epochs=3, batch_size=100, lr=0.1, subset=300)
     data = [t[:300] for t in mnist]
 
     def train_losses(name):
-        record, _, _ = common.train_one_seed("step3_aug_sched", step3.Net, step3.make_optimizer, args, data,
-                                             torch.device("cpu"), 1, tmp_path / f"{name}.json", step3.AUGMENTATION)
+        recipe = ablations.VARIANTS[name]
+        record, _, _ = common.train_one_seed("step3_aug_sched", recipe.net, recipe.make_optimizer, args, data,
+                                             torch.device("cpu"), 1, tmp_path / f"{name}.json", recipe.augmentation)
         return [e["train_loss"] for e in record["epochs"]]
 
-    make_variant(monkeypatch, "conv-before-pool")  # the step 3 that plain-last-third changes
-    augmented = train_losses("conv-before-pool")
-    make_variant(monkeypatch, "plain-last-third")
-    variant = train_losses("plain-last-third")
+    augmented, variant = train_losses("conv-before-pool"), train_losses("plain-last-third")
     assert variant[:2] == augmented[:2] and variant[2] != augmented[2]
     generator = common.seed_everything(1)  # the same run by hand: epoch 3 on plain digits
-    model = step3.Net()
+    model = ablations.VARIANTS["conv-before-pool"].net()
     common.summarize(model)
-    optimizer, scheduler = ablations.step3_make_optimizer(model, args, 3)
+    optimizer, scheduler = step3.make_optimizer(model, args, 3)
     for augmentation, expected in zip([step3.AUGMENTATION] * 2 + [None], variant):
-        stats = ablations.step3_train_epoch(model, optimizer, scheduler, data[0], data[1], 100, generator,
-                                            augmentation)
+        stats = common.train_epoch(model, optimizer, scheduler, data[0], data[1], 100, generator, augmentation)
         assert stats["train_loss"] == expected

@@ -43,11 +43,11 @@ def synchronize(device):
         torch.cuda.synchronize()
 
 
-def fresh_model(device, batches_per_epoch):
+def fresh_model(device, batches_per_epoch, recipe=ablations.STEP3):
     common.seed_everything(0)
-    model = step3.Net().to(device)
+    model = recipe.net().to(device)
     settings = SimpleNamespace(lr=step3.SETTINGS["lr"], epochs=2)  # the schedule never runs out here
-    return (model, *step3.make_optimizer(model, settings, batches_per_epoch))
+    return (model, *recipe.make_optimizer(model, settings, batches_per_epoch))
 
 
 def training_step(model, optimizer, scheduler, x, y):
@@ -96,18 +96,18 @@ def time_compute_only(data, device, batch_size):
 
 
 def time_our_epoch(data, device, batch_size, variant="step3"):
-    """(b): one call of common.train_epoch, the loop the steps use."""
-    images, labels = data[0], data[1]
-    with ablations.applied(variant):
-        model, optimizer, scheduler = fresh_model(device, math.ceil(len(images) / batch_size))
-        warm = 20 * batch_size
-        common.train_epoch(model, optimizer, scheduler, images[:warm], labels[:warm], batch_size,
-                           torch.Generator().manual_seed(1), step3.AUGMENTATION, desc="warm-up")
-        synchronize(device)
-        start = time.perf_counter()
-        common.train_epoch(model, optimizer, scheduler, images, labels, batch_size,
-                           torch.Generator().manual_seed(0), step3.AUGMENTATION, desc="(b) our epoch")
-        synchronize(device)
+    """(b): one call of common.train_epoch, the loop the steps use (of the first epoch)."""
+    images, labels, recipe = data[0], data[1], ablations.VARIANTS[variant]
+    model, optimizer, scheduler = fresh_model(device, math.ceil(len(images) / batch_size), recipe)
+    augmentation = recipe.augmentation(1, 2) if callable(recipe.augmentation) else recipe.augmentation
+    warm = 20 * batch_size
+    common.train_epoch(model, optimizer, scheduler, images[:warm], labels[:warm], batch_size,
+                       torch.Generator().manual_seed(1), augmentation, recipe.warp, desc="warm-up")
+    synchronize(device)
+    start = time.perf_counter()
+    common.train_epoch(model, optimizer, scheduler, images, labels, batch_size,
+                       torch.Generator().manual_seed(0), augmentation, recipe.warp, desc="(b) our epoch")
+    synchronize(device)
     return time.perf_counter() - start
 
 

@@ -158,18 +158,30 @@ def write_results_md(json_paths, out_path, seeds_md=None, robustness_md=None, re
 
 
 def paired_difference(runs, baseline):
-    """Mean and standard error of (final accuracy - baseline's) over the seeds both have."""
-    base = {r["seed"]: accuracies(r)[-1] for r in baseline}
-    diffs = [accuracies(r)[-1] - base[r["seed"]] for r in runs if r["seed"] in base]
-    if len(diffs) < 2:
+    """Mean and standard error of (final accuracy - baseline's) over the seeds both have, or a
+    reason why not: two runs of one seed are comparable only with the same, known thread count."""
+    base = {r["seed"]: r for r in baseline}
+    pairs = [(r, base[r["seed"]]) for r in runs if r["seed"] in base]
+    if len(pairs) < 2:
         return None
+    if any(a.get("threads") is None or a.get("threads") != b.get("threads") for a, b in pairs):
+        return "not paired: thread counts differ or were not recorded"
+    diffs = [accuracies(a)[-1] - accuracies(b)[-1] for a, b in pairs]
     return len(diffs), statistics.mean(diffs), statistics.stdev(diffs) / len(diffs) ** 0.5
+
+
+def commits(runs):
+    """The commits that made `runs`, short, '+' where the tree had uncommitted changes,
+    'unknown' for runs recorded before commits were."""
+    made = {(r["commit"][:7] + ("+" if r.get("uncommitted_changes") else "")) if r.get("commit") else "unknown"
+            for r in runs}
+    return ", ".join(sorted(made))
 
 
 def write_experiments_md(folder, out_path, variants, reference="step3"):
     """EXPERIMENTS.md: one row per variant with recorded runs in <folder>/<variant>/seeds/,
-    paired on the seeds both ran against the variant it names (`variants[name][2]`) or else
-    `reference`; then the variants with no runs here."""
+    paired on the seeds both ran against the variant it names (`variants[name]["paired_with"]`);
+    then the variants with no runs here. `variants`: {name: {"what": ..., "paired_with": ...}}."""
     folder = Path(folder)
     recorded = {d.name: read_runs(sorted(d.glob("seeds/*.json"))) for d in sorted(folder.iterdir())
                 if d.is_dir() and list(d.glob("seeds/*.json"))} if folder.exists() else {}
@@ -181,30 +193,35 @@ def write_experiments_md(folder, out_path, variants, reference="step3"):
              f"accuracy against `{reference}` (or the variant named) on the seeds both ran, ± its standard error: at about 0.05 point "
              "of seed-to-seed noise, only a difference of two standard errors or more says anything. Seconds "
              "per epoch are the median of the runs' own timings, two runs side by side on a 2-core CPU ('?': "
-             "thread count not recorded): rough; `tools/bench.py --variants A B` times variants side by side.", "",
+             "thread count not recorded): rough; `tools/bench.py --variants A B` times variants side by side. "
+             "Runs are paired only when both recorded the same thread count, which changes the last digits. "
+             "*Commits* made the runs ('+': with uncommitted changes; 'unknown': recorded before runs kept "
+             "their commit).", "",
              "| variant | what changes | seeds | mean final | worst of last 5 | passing | paired vs "
-             f"{reference} | s / epoch, median (threads) | command |", "|---|---|---|---:|---:|---:|---|---:|---|"]
+             f"{reference} | s / epoch, median (threads) | commits | command |",
+             "|---|---|---|---:|---:|---:|---|---:|---|---|"]
     recorded = dict(sorted(recorded.items(), key=lambda item: item[0] != reference))  # the reference first
     for name, runs in recorded.items():
         s, seeds = seeds_summary(runs), sorted(r["seed"] for r in runs)
-        entry = variants.get(name, ())
-        against = entry[2] if len(entry) > 2 else reference
+        entry = variants.get(name, {})
+        against = entry.get("paired_with", reference)
         paired = paired_difference(runs, recorded.get(against, [])) if name != reference else None
         vs = "" if against == reference else f", vs {against}"
-        paired = f"{paired[1]:+.3f} ± {paired[2]:.3f} ({paired[0]} seeds{vs})" if paired else "–"
-        threads = {r.get("threads", "?") for r in runs}
+        paired = (paired if isinstance(paired, str) else
+                  f"{paired[1]:+.3f} ± {paired[2]:.3f} ({paired[0]} seeds{vs})" if paired else "–")
+        threads = {r.get("threads") or "?" for r in runs}
         seconds = statistics.median(e["train_seconds"] for r in runs for e in r["epochs"])
         command = f"`python tools/ablations.py {name} --seeds {','.join(map(str, seeds))} --jobs 2`"
-        what = variants.get(name, ("(not in tools/ablations.py)",))[0]
+        what = entry.get("what", "(not in tools/ablations.py)")
         lines.append(f"| {name} | {what} | {ranges(seeds)} | {s['mean']:.2f} ± {s['std']:.2f} | "
                      f"{s['worst']:.2f} | {s['passing']} of {s['n']} | {paired} | {seconds:.1f} "
-                     f"({'/'.join(map(str, sorted(threads, key=str)))}) | {command} |")
+                     f"({'/'.join(map(str, sorted(threads, key=str)))}) | {commits(runs)} | {command} |")
     untried = [name for name in variants if name not in recorded]
     if untried:
         lines += ["", "Variants with no recorded runs here (figures measured for them earlier were not kept as "
                   "JSON, so none is quoted): run one with `python tools/ablations.py VARIANT --seeds ... --jobs 2`.",
                   ""]
-        lines += [f"- `{name}`: {variants[name][0]}" for name in untried]
+        lines += [f"- `{name}`: {variants[name]['what']}" for name in untried]
     for name, runs in recorded.items():
         lines += ["", f"## {name}", "", seeds_table(sorted(runs, key=lambda r: r["seed"]))]
     write_atomically(out_path, "\n".join(lines) + "\n")
@@ -219,6 +236,8 @@ def main(argv=None):
     cli.add_argument("--robustness-md", help="results: the robustness table to include, if it exists")
     cli.add_argument("--readme", help="results: also update the results section of this README")
     cli.add_argument("--folder", default="results/experiments", help="experiments: where the runs are")
+    cli.add_argument("--variants", default="results/experiments/variants.json",
+                     help="experiments: the variants' descriptions (tools/ablations.py --variants-json)")
     args = cli.parse_args(argv)
     if args.command != "experiments" and not args.jsons:
         cli.error(f"{args.command} needs JSON files")
@@ -228,8 +247,7 @@ def main(argv=None):
         write_results_md(args.jsons, args.output or "results.md", args.seeds_md, args.robustness_md, args.readme)
         print(Path(args.output or "results.md").read_text())
     else:
-        import ablations  # noqa: E402  (beside this file)
-        write_experiments_md(args.folder, args.output or "EXPERIMENTS.md", ablations.VARIANTS)
+        write_experiments_md(args.folder, args.output or "EXPERIMENTS.md", json.loads(Path(args.variants).read_text()))
         print(f"wrote {args.output or 'EXPERIMENTS.md'}")
 
 
