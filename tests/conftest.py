@@ -33,10 +33,11 @@ def find_data_dir():
     data_dir = Path(os.environ.get(common.DATA_DIR_ENV, ROOT / "data")).resolve()
     try:
         common.load_mnist(data_dir, common.pick_device("cpu"), subset=1)  # checks, downloads if missing
+        return data_dir
     except common.UserError as error:
-        pytest.fail(f"the tests need real MNIST in {data_dir} (the {common.DATA_DIR_ENV} environment "
-                    f"variable, else data/ in the project): {error}", pytrace=False)
-    return data_dir
+        problem = str(error)
+    pytest.fail(f"the tests need real MNIST in {data_dir} (the {common.DATA_DIR_ENV} environment variable, "
+                f"else data/ in the project): {problem}", pytrace=False)
 
 
 def refuse_connections(*args, **kwargs):

@@ -1,4 +1,5 @@
 """The three networks: shapes, sizes, layers, receptive fields, and the summary's arithmetic."""
+import copy
 import importlib
 
 import pytest
@@ -19,10 +20,39 @@ def test_output_is_ten_scores_per_image(step):
     assert model(torch.randn(5, 1, 28, 28)).shape == (5, 10)
 
 
-def test_receptive_field_covers_the_digit(step):
+def measured_receptive_field(model, layer_name, size=96):
+    """The receptive field of one unit of `layer_name`'s output, measured: the input pixels whose
+    gradient is not zero, on a blank image larger than the digit. Measured on a linear stand-in
+    of the same geometry (activations dropped, max-pools averaged, every weight positive), so
+    that no ReLU, max or cancellation hides a pixel the unit sees."""
+    model = copy.deepcopy(model).double().eval()
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, nn.MaxPool2d):
+                setattr(module, name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding))
+            elif isinstance(child, (nn.ReLU, nn.Dropout)):
+                setattr(module, name, nn.Identity())
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(parameter.abs() + 0.01)
+    outputs = []
+    dict(model.named_modules())[layer_name].register_forward_hook(lambda m, i, output: outputs.append(output))
+    x = torch.zeros(1, 1, size, size, dtype=torch.float64, requires_grad=True)
+    model(x)
+    unit = outputs[0]
+    unit[0, 0, unit.shape[2] // 2, unit.shape[3] // 2].backward()
+    rows, cols = (x.grad[0, 0] != 0).nonzero(as_tuple=True)
+    assert int(rows.min()) > 0 and int(cols.min()) > 0  # inside the image: not cut by its border
+    return int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1
+
+
+def test_receptive_field_measured_from_gradients_is_the_summarys(step):
+    """One output unit before the global average (step 1: its last convolution, 1x1 on a digit)."""
     rows = common.summarize(step.Net())
-    assert rows[-1]["rf"] >= 28
-    assert rows[-1]["shape"] == (10,)
+    last = next(i for i, r in enumerate(rows) if r["layer"] in ("AdaptiveAvgPool2d", "Flatten")) - 1
+    assert measured_receptive_field(step.Net(), rows[last]["name"]) == (rows[last]["rf"], rows[last]["rf"])
+    assert rows[last]["rf"] == {"step1_skeleton": 36, "step2_bn_gap": 24, "step3_aug_sched": 32}[step.__name__]
+    assert rows[-1]["rf"] >= 28 and rows[-1]["shape"] == (10,)  # with the average: the whole digit
 
 
 @pytest.mark.parametrize("name", ["step2_bn_gap", "step3_aug_sched"])
@@ -63,3 +93,19 @@ def test_summary_receptive_field_and_jump_match_hand_computation():
     assert [r["params"] for r in rows] == [40, 0, 148, 0, 222, 42, 0]
     assert rows[0]["macs"] == 28 * 28 * 4 * 9
     assert "total: 452 parameters" in common.format_summary(rows)
+
+
+def test_summary_of_an_anti_aliased_pool_matches_hand_computation():
+    import step3_aug_sched as step3
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),  # 28x28, rf 3, jump 1
+        nn.MaxPool2d(2, stride=1),      # 27x27, rf 3 + 1*1 = 4, jump 1
+        step3.BinomialBlur(),           # 14x14, rf 4 + 2*1 = 6, jump 2; 9 multiply-adds per output
+        nn.Conv2d(4, 4, 3),             # 12x12, rf 6 + 2*2 = 10, jump 2
+        nn.AdaptiveAvgPool2d(1),        # 1x1, kernel 12: rf 10 + 11*2 = 32, jump 24; 144 per output
+    )
+    rows = common.summarize(model)
+    assert [(r["rf"], r["jump"]) for r in rows] == [(3, 1), (4, 1), (6, 2), (10, 2), (32, 24)]
+    assert [r["shape"] for r in rows] == [(4, 28, 28), (4, 27, 27), (4, 14, 14), (4, 12, 12), (4, 1, 1)]
+    assert [r["macs"] for r in rows] == [28 * 28 * 4 * 9, 0, 14 * 14 * 4 * 9, 12 * 12 * 4 * 36, 0]
+    assert [r["params"] for r in rows] == [40, 0, 0, 148, 0]

@@ -1,6 +1,8 @@
 """tools/robustness.py: perturbations keep what they must, and the command writes its table."""
 import pytest
 import torch
+import torchvision.transforms.functional as TF
+from torchvision.transforms import InterpolationMode
 
 import common
 import robustness
@@ -74,3 +76,41 @@ def test_command_trains_a_step_whose_weights_are_missing(tmp_path, data_dir):
     assert "step2_bn_gap.pt is missing: training step2_bn_gap first" in stdout
     assert read_json(tmp_path / "step2_bn_gap.json")["settings"]["subset"] == 500
     assert "| as they are |" in (tmp_path / "robustness.md").read_text()
+
+
+@pytest.fixture
+def strongest(monkeypatch):
+    """Every per-image draw at the top of its range: a perturbation at exactly its stated strength."""
+    monkeypatch.setattr(torch, "rand", lambda *shape, generator=None: torch.ones(*shape))
+
+
+def test_rotation_at_full_strength_is_torchvisions_rotation_in_degrees(mnist, strongest):
+    x = digits(mnist, 16)
+    ours = robustness.perturb(x, None, degrees=30)
+    theirs = TF.rotate(x, 30.0, interpolation=InterpolationMode.BILINEAR, fill=[common.BACKGROUND])
+    other_way = TF.rotate(x, -30.0, interpolation=InterpolationMode.BILINEAR, fill=[common.BACKGROUND])
+    assert (ours - theirs).abs().mean() < 0.05 < (ours - other_way).abs().mean()
+
+
+def test_shift_at_full_strength_is_a_whole_pixel_roll(mnist, strongest):
+    x = digits(mnist, 16)
+    ours = robustness.perturb(x, None, shift=2)  # right by 2 and down by 2 pixels
+    rolled = torch.roll(x, shifts=(2, 2), dims=(2, 3))
+    assert torch.allclose(ours[..., 2:, 2:], rolled[..., 2:, 2:], atol=1e-5)
+    assert torch.allclose(ours[..., :2, :], torch.full_like(ours[..., :2, :], common.BACKGROUND), atol=1e-5)
+
+
+def test_zoom_at_full_strength_is_torchvisions_scale(mnist, strongest):
+    x = digits(mnist, 16)
+    ours = robustness.perturb(x, None, zoom=(1.0, 1.3))
+    theirs = TF.affine(x, angle=0.0, translate=[0, 0], scale=1.3, shear=[0.0],
+                       interpolation=InterpolationMode.BILINEAR, fill=[common.BACKGROUND])
+    assert (ours - theirs).abs().mean() < 0.05 < (ours - x).abs().mean()
+
+
+@pytest.mark.parametrize("stroke, sign", [((0.0, 1.0), 1), ((-1.0, 0.0), -1)])
+def test_stroke_change_of_one_pixel_is_a_3x3_dilation_or_erosion(mnist, strongest, stroke, sign):
+    x = digits(mnist, 16)
+    reference = sign * torch.nn.functional.max_pool2d(sign * x, 3, stride=1, padding=1)
+    with_strongest_draw = robustness.perturb(x, None, stroke=stroke if sign > 0 else (-1.0, -1.0))
+    assert torch.allclose(with_strongest_draw, reference, atol=1e-6)
