@@ -43,9 +43,8 @@ class UserError(Exception):
 
 def parse_args(doc, defaults, argv=None):
     """The options every step takes; `defaults` holds the step's real settings."""
-    parser = argparse.ArgumentParser(
-        description=doc.strip().split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog=f"The data folder can also be set with the {DATA_DIR_ENV} environment variable.")
+    parser = argparse.ArgumentParser(description=doc.strip().split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
     add("--epochs", type=int, default=defaults["epochs"], help="passes over the training set")
     add("--batch-size", type=int, default=defaults["batch_size"], help="images per optimiser step")
@@ -53,7 +52,7 @@ def parse_args(doc, defaults, argv=None):
     add("--seed", type=int, default=1, help="seeds weights, data order, dropout and augmentation")
     add("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="auto: cuda, mps, else cpu")
     add("--data-dir", default=os.environ.get(DATA_DIR_ENV, "data"),
-        help="folder holding MNIST/raw/*-ubyte; downloaded there if missing")
+        help=f"folder holding MNIST/raw/*-ubyte, downloaded there if missing; also set by {DATA_DIR_ENV}")
     add("--subset", type=int, help="train on the first N training images only (smoke runs)")
     add("--out", default="results", help="folder for the run's JSON, plots and checkpoint")
     add("--save-model", action="store_true", help="also write the trained weights to <out>/<step>.pt")
@@ -87,13 +86,10 @@ def check_mnist_files(data_dir):
         path = Path(data_dir, "MNIST", "raw", name)
         with open(path, "rb") as f:
             header = [int.from_bytes(f.read(4), "big") for _ in range(1 + len(shape))]
-        if header != [magic, *shape]:
-            raise UserError(f"{path} is corrupted: its header is not that of an MNIST file "
-                            f"of shape {shape}. Delete it and download MNIST again.")
-        expected_size = 8 + 4 * (len(shape) - 1) + math.prod(shape)
-        if path.stat().st_size != expected_size:
-            raise UserError(f"{path} is truncated or corrupted: {path.stat().st_size} bytes, "
-                            f"expected {expected_size}. Delete it and download MNIST again.")
+        size, expected_size = path.stat().st_size, 8 + 4 * (len(shape) - 1) + math.prod(shape)
+        if header != [magic, *shape] or size != expected_size:
+            raise UserError(f"{path} is truncated or corrupted: {size} bytes (expected {expected_size}), header "
+                            f"{header} (expected {[magic, *shape]}). Delete it and download MNIST again.")
     sums = Path(data_dir, "SHA256SUMS")
     for line in sums.read_text().splitlines() if sums.exists() else []:
         digest, _, name = line.strip().partition("  ")
@@ -127,13 +123,11 @@ def load_mnist(data_dir, device, subset=None):
 
 # ---- Augmentation: a random rotation, zoom and shift per image, a whole batch at once
 def random_affine(n, augmentation, generator):
-    """Per image: an angle in [-degrees, degrees], a zoom in [1 - zoom, 1 + zoom] and a
-    shift in [-shift, shift] pixels along each axis, for `augmentation` = dict(degrees=...,
-    zoom=..., shift=...). Drawn on the CPU generator: every device gets the same draws."""
+    """Per image, for `augmentation` = dict(degrees=..., zoom=..., shift=...): an angle, a zoom - 1
+    and a shift (pixels, each axis) within +-each, on the CPU generator: the same on any device."""
     def uniform(*shape):  # in [-1, 1]
         return torch.rand(*shape, generator=generator) * 2 - 1
-    angles = uniform(n) * augmentation["degrees"]
-    zooms = 1 + uniform(n) * augmentation.get("zoom", 0.0)
+    angles, zooms = uniform(n) * augmentation["degrees"], 1 + uniform(n) * augmentation.get("zoom", 0.0)
     return angles, zooms, uniform(n, 2) * augmentation.get("shift", 0.0)
 
 
@@ -184,9 +178,8 @@ def summarize(model, input_shape=(1, 1, 28, 28)):
     names = {m: n for n, m in model.named_modules()}
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
     was_training = model.training
-    model.eval()  # BatchNorm must not update its statistics here
-    with torch.no_grad():
-        model(torch.zeros(input_shape, device=next(model.parameters()).device))
+    with torch.no_grad():  # in eval mode: BatchNorm must not update its statistics here
+        model.eval()(torch.zeros(input_shape, device=next(model.parameters()).device))
     for handle in handles:
         handle.remove()
     model.train(was_training)
@@ -221,8 +214,7 @@ def train_epoch(model, optimizer, scheduler, images, labels, batch_size, generat
     order = torch.randperm(n, generator=generator).to(device)
     if augmentation:  # all of the epoch's random draws at once: one copy to the device
         angles, zooms, shifts = (t.to(device) for t in random_affine(n, augmentation, generator))
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
+    loss_sum, correct = torch.zeros((), device=device), torch.zeros((), dtype=torch.long, device=device)
     first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
     batches = order.split(batch_size)
     # No bar when the output is not a terminal (CI, logs); the caller prints a line per epoch.
@@ -309,18 +301,17 @@ def save_plots(prefix, history, test_images, test_labels, predictions):
     """<prefix>_curves.png, _misclassified.png and _confusion.png."""
     epochs = [e["epoch"] for e in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_acc.axhline(TARGET_ACC, color="gray", linestyle="--", label=f"{TARGET_ACC}%")
     for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
         for split in ("train", "test"):
             ax.plot(epochs, [e[f"{split}_{metric}"] for e in history], "o-", label=split)
+        ax.grid(alpha=0.3)
+        ax.legend()
     ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
-    ax_acc.axhline(TARGET_ACC, color="gray", linestyle="--", label=f"{TARGET_ACC}%")
     # Scale to the second half of training, where 99.x is decided; the loss panel shows the start.
     late = [e[key] for e in history[len(history) // 2:] for key in ("train_acc", "test_acc")]
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy (second half scaled)",
                ylim=(max(90, min(min(late), TARGET_ACC) - 0.3), 100))
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend()
     save_figure(fig, f"{prefix}_curves.png")
 
     images, labels, preds = test_images.cpu(), test_labels.cpu(), predictions.cpu()
@@ -437,7 +428,7 @@ def main_guard(main):
     """Run a step's main: a UserError is one message and exit code 1; Ctrl-C exits 130, SIGTERM 143."""
     def terminate(signum, frame):
         raise Terminated()
-    in_main_thread = threading.current_thread() is threading.main_thread()
+    in_main_thread = threading.current_thread() is threading.main_thread()  # where signals are handled
     previous = signal.signal(signal.SIGTERM, terminate) if in_main_thread else None
     try:
         main()
