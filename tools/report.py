@@ -8,6 +8,7 @@
 """
 import argparse
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -93,8 +94,10 @@ def write_seeds_md(path, runs):
     table, first = seeds_table(runs), runs[0]
     threads = {r.get("threads") for r in runs}
     how = f", {threads.pop()} thread(s) per run" if len(threads) == 1 and None not in threads else ""
+    dates = sorted({r["date"] for r in runs})
+    when = dates[0] if len(dates) == 1 else f"runs started {dates[0]} to {dates[-1]}"
     write_atomically(path, f"# {first['step']} over {len(runs)} seeds\n\n{len(first['epochs'])} epochs each, "
-                     f"{first['params']:,} parameters, device {first['device']}{how}, {first['date']}.\n\n{table}\n")
+                     f"{first['params']:,} parameters, device {first['device']}{how}, {when}.\n\n{table}\n")
     return table
 
 
@@ -115,6 +118,26 @@ def results_table(runs, seeds_runs=None):
     return "\n".join(lines)
 
 
+def made_by(run):
+    """'2026-12-01 21:40, commit 1a2b3c4' (with '+' when the tree had uncommitted changes)."""
+    commit = run["commit"][:7] + ("+" if run.get("uncommitted_changes") else "") if run.get("commit") else "unknown"
+    return f"{run['date']}, commit {commit}"
+
+
+def timing(runs, seeds_runs=None):
+    """How long the runs took, from their own records: the README's and results.md's times."""
+    first = runs[0]
+    text = (f"Measured: the three steps trained and tested in {sum(r['seconds'] for r in runs) / 60:.0f} minutes "
+            f"(device {first['device']}, {first['threads']} threads)")
+    if seeds_runs:
+        minutes = statistics.median(r["seconds"] for r in seeds_runs) / 60
+        threads = {r.get("threads") for r in seeds_runs}
+        text += (f"; each of the {len(seeds_runs)} seeds of `make seeds` in {minutes:.0f} minutes (median; "
+                 f"{'/'.join(map(str, threads))} thread per run, two side by side: about "
+                 f"{minutes * math.ceil(len(seeds_runs) / 2):.0f} minutes for all)")
+    return text + "."
+
+
 def write_results_md(json_paths, out_path, seeds_md=None, robustness_md=None, readme=None):
     """results.md from the steps' JSONs, with the seeds and robustness tables when they
     exist; all live at the project's top, so image links work from either file."""
@@ -128,10 +151,11 @@ def write_results_md(json_paths, out_path, seeds_md=None, robustness_md=None, re
                "; ".join(f"{r['step']}: seed {r['seed']}, {r['device']}" for r in runs))
     text = ["# Results", "",
             f"Written by `make all` from {', '.join(f'`{Path(p).as_posix()}`' for p in json_paths)}; "
-            f"{setting}; run of {first['date']} with torch {first['torch']}.", "",
+            f"{setting}; torch {first['torch']}. Runs: "
+            + "; ".join(f"{r['step']} {made_by(r)}" for r in runs) + ".", "",
             results_table(runs, seeds_runs), "",
             "Accuracies in percent on the 10,000 MNIST test images; epochs counted from 1; multiply-adds "
-            "per image; minutes are wall time of the whole step (training and testing)."]
+            "per image; minutes are wall time of the whole step (training and testing). " + timing(runs, seeds_runs)]
     incomplete = [r["step"] for r in runs if r["status"] != "complete"]
     if incomplete:
         text += ["", f"**Not complete:** {', '.join(incomplete)} (see their JSON `status`)."]
@@ -154,7 +178,8 @@ def write_results_md(json_paths, out_path, seeds_md=None, robustness_md=None, re
         _, found, after = rest.partition(end)
         if not found:
             raise UserError(f"{readme} has no {start} ... {end} section to update")
-        write_atomically(readme, f"{before}{start}\n{results_table(runs, seeds_runs)}\n{end}{after}")
+        write_atomically(readme, f"{before}{start}\n{results_table(runs, seeds_runs)}\n\n"
+                                 f"{timing(runs, seeds_runs)}\n{end}{after}")
 
 
 def paired_difference(runs, baseline):
