@@ -76,6 +76,10 @@ def test_results_md_quotes_the_seeds_and_robustness_tables(smoke_runs, tmp_path)
     row = next(line for line in text.splitlines() if line.startswith("| step3_aug_sched |"))
     assert "| 99.15, " in row and "0 of 2 |" in row  # mean of 99.1 and 99.2; none passes 99.4
     assert "| 1 | " in text and "## Robustness: made up" in text and "robustness.png" in text
+    assert "![test accuracy per epoch, every seed]" in text  # one line per seed, beside the table
+    assert (tmp_path / "seeds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    minutes = sum(read_json(out / f"{s}.json")["seconds"] for s in STEPS) / 60
+    assert f"Measured: the three steps trained and tested in {minutes:.0f} minutes" in text
 
 
 def test_readme_results_section_is_rewritten_from_the_jsons(smoke_runs, tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from common import TARGET_ACC, UserError, main_guard, write_atomically  # noqa: E402
+from common import TARGET_ACC, UserError, main_guard, save_figure, write_atomically  # noqa: E402
 
 LAST = 5  # the target must hold in each of the last LAST epochs
 
@@ -138,6 +138,21 @@ def timing(runs, seeds_runs=None):
     return text + "."
 
 
+def plot_seeds(runs, path):
+    """Test accuracy per epoch, one line per seed, and the target: consistency at a glance."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for run in sorted(runs, key=lambda r: r["seed"]):
+        ax.plot(range(1, len(run["epochs"]) + 1), accuracies(run), "o-", markersize=3, lw=1, label=f"seed {run['seed']}")
+    ax.axhline(TARGET_ACC, color="gray", linestyle="--", label=f"{TARGET_ACC}%")
+    late = [a for r in runs for a in accuracies(r)[len(r["epochs"]) // 3:]]
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", ylim=(min(min(late), TARGET_ACC) - 0.1, max(late) + 0.05),
+           title=f"{runs[0]['step']}: test accuracy per epoch, {len(runs)} seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    save_figure(fig, path)
+
+
 def write_results_md(json_paths, out_path, seeds_md=None, robustness_md=None, readme=None):
     """results.md from the steps' JSONs, with the seeds and robustness tables when they
     exist; all live at the project's top, so image links work from either file."""
@@ -160,8 +175,10 @@ def write_results_md(json_paths, out_path, seeds_md=None, robustness_md=None, re
     if incomplete:
         text += ["", f"**Not complete:** {', '.join(incomplete)} (see their JSON `status`)."]
     if seeds_runs:
+        plot_seeds(seeds_runs, seeds_md.with_suffix(".png"))
         text += ["", f"## {runs[-1]['step']} over several seeds (`{seeds_md.as_posix()}`)", "",
-                 seeds_md.read_text().split("\n", 2)[2].strip()]
+                 seeds_md.read_text().split("\n", 2)[2].strip(), "",
+                 f"![test accuracy per epoch, every seed]({seeds_md.with_suffix('.png').as_posix()})"]
     if robustness_md and Path(robustness_md).exists():
         figure = Path(robustness_md).with_suffix(".png").as_posix()
         text += ["", Path(robustness_md).read_text().strip().replace("# ", "## ", 1), "", f"![robustness]({figure})"]
