@@ -66,7 +66,6 @@ import torch.nn.functional as F
 import torchvision
 from tqdm import tqdm
 
-# ---- Settings: the data's constants and the project's goal
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # over the 60k training pixels, in [0, 1]
 BACKGROUND = (0.0 - MNIST_MEAN) / MNIST_STD  # a black pixel after normalisation
 TARGET_ACC = 99.4  # percent, the project's goal
@@ -75,15 +74,13 @@ MNIST_FILES = {  # name -> (magic number, shape): the IDX header every MNIST fil
     "train-images-idx3-ubyte": (2051, (60000, 28, 28)), "train-labels-idx1-ubyte": (2049, (60000,)),
     "t10k-images-idx3-ubyte": (2051, (10000, 28, 28)), "t10k-labels-idx1-ubyte": (2049, (10000,))}
 
-# ---- Options: the command line every step takes, the device, the seed
 class UserError(Exception):
     """A problem the user can fix: printed as one message, without a traceback."""
 
 def parse_args(doc, defaults, argv=None):
     """The options every step takes; `defaults` holds the step's real settings."""
-    parser = argparse.ArgumentParser(
-        description=doc.strip().split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog=f"The data folder can also be set with the {DATA_DIR_ENV} environment variable.")
+    parser = argparse.ArgumentParser(description=doc.strip().split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
     add("--epochs", type=int, default=defaults["epochs"], help="passes over the training set")
     add("--batch-size", type=int, default=defaults["batch_size"], help="images per optimiser step")
@@ -91,7 +88,7 @@ def parse_args(doc, defaults, argv=None):
     add("--seed", type=int, default=1, help="seeds weights, data order, dropout and augmentation")
     add("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="auto: cuda, mps, else cpu")
     add("--data-dir", default=os.environ.get(DATA_DIR_ENV, "data"),
-        help="folder holding MNIST/raw/*-ubyte; downloaded there if missing")
+        help=f"folder holding MNIST/raw/*-ubyte, downloaded there if missing; also set by {DATA_DIR_ENV}")
     add("--subset", type=int, help="train on the first N training images only (smoke runs)")
     add("--out", default="results", help="folder for the run's JSON, plots and checkpoint")
     add("--save-model", action="store_true", help="also write the trained weights to <out>/<step>.pt")
@@ -115,20 +112,16 @@ def seed_everything(seed):
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
-# ---- Data: MNIST checked, then held in memory as four tensors on the device
 def check_mnist_files(data_dir):
     """Refuse a damaged MNIST file, naming it: IDX header, size, and SHA256SUMS if present."""
     for name, (magic, shape) in MNIST_FILES.items():
         path = Path(data_dir, "MNIST", "raw", name)
         with open(path, "rb") as f:
             header = [int.from_bytes(f.read(4), "big") for _ in range(1 + len(shape))]
-        if header != [magic, *shape]:
-            raise UserError(f"{path} is corrupted: its header is not that of an MNIST file "
-                            f"of shape {shape}. Delete it and download MNIST again.")
-        expected_size = 8 + 4 * (len(shape) - 1) + math.prod(shape)
-        if path.stat().st_size != expected_size:
-            raise UserError(f"{path} is truncated or corrupted: {path.stat().st_size} bytes, "
-                            f"expected {expected_size}. Delete it and download MNIST again.")
+        size, expected_size = path.stat().st_size, 8 + 4 * (len(shape) - 1) + math.prod(shape)
+        if header != [magic, *shape] or size != expected_size:
+            raise UserError(f"{path} is truncated or corrupted: {size} bytes (expected {expected_size}), header "
+                            f"{header} (expected {[magic, *shape]}). Delete it and download MNIST again.")
     sums = Path(data_dir, "SHA256SUMS")
     for line in sums.read_text().splitlines() if sums.exists() else []:
         digest, _, name = line.strip().partition("  ")
@@ -158,15 +151,12 @@ def load_mnist(data_dir, device, subset=None):
         tensors += [images.to(device), dataset.targets[:count].to(device)]
     return tensors
 
-# ---- Augmentation: a random rotation, zoom and shift per image, a whole batch at once
 def random_affine(n, augmentation, generator):
-    """Per image: an angle in [-degrees, degrees], a zoom in [1 - zoom, 1 + zoom] and a
-    shift in [-shift, shift] pixels along each axis, for `augmentation` = dict(degrees=...,
-    zoom=..., shift=...). Drawn on the CPU generator: every device gets the same draws."""
+    """Per image, for `augmentation` = dict(degrees=..., zoom=..., shift=...): an angle, a zoom - 1
+    and a shift (pixels, each axis) within +-each, on the CPU generator: the same on any device."""
     def uniform(*shape):  # in [-1, 1]
         return torch.rand(*shape, generator=generator) * 2 - 1
-    angles = uniform(n) * augmentation["degrees"]
-    zooms = 1 + uniform(n) * augmentation.get("zoom", 0.0)
+    angles, zooms = uniform(n) * augmentation["degrees"], 1 + uniform(n) * augmentation.get("zoom", 0.0)
     return angles, zooms, uniform(n, 2) * augmentation.get("shift", 0.0)
 
 def affine(images, angles, zooms=None, shifts=None, displacement=None):
@@ -189,7 +179,6 @@ def affine(images, angles, zooms=None, shifts=None, displacement=None):
     # Sampling outside the image gives 0; shift values so that 0 is the background.
     return F.grid_sample(images - BACKGROUND, grid, mode="bilinear", align_corners=False) + BACKGROUND
 
-# ---- Summary: every layer's output, parameters, multiply-adds and receptive field
 def summarize(model, input_shape=(1, 1, 28, 28)):
     """Run one blank image through `model` and record, per leaf layer in the order it runs, its
     output shape, parameters, multiply-adds, receptive field r and jump j (input pixels between
@@ -207,16 +196,16 @@ def summarize(model, input_shape=(1, 1, 28, 28)):
         rf += (kernel - 1) * dilation * jump
         jump *= stride
         macs = (output[0].numel() * module.weight[0].numel() if isinstance(module, nn.Conv2d) else
-                module.weight.numel() if isinstance(module, nn.Linear) else 0)
+                module.weight.numel() if isinstance(module, nn.Linear) else
+                output[0].numel() * kernel * kernel if isinstance(module, nn.AvgPool2d) else 0)  # a weighted sum
         rows.append(dict(name=names[module], layer=type(module).__name__, shape=tuple(output.shape[1:]),
                          params=count_params(module), macs=macs, rf=rf, jump=jump))
 
     names = {m: n for n, m in model.named_modules()}
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
     was_training = model.training
-    model.eval()  # BatchNorm must not update its statistics here
-    with torch.no_grad():
-        model(torch.zeros(input_shape, device=next(model.parameters()).device))
+    with torch.no_grad():  # in eval mode: BatchNorm must not update its statistics here
+        model.eval()(torch.zeros(input_shape, device=next(model.parameters()).device))
     for handle in handles:
         handle.remove()
     model.train(was_training)
@@ -233,22 +222,20 @@ def format_summary(rows):
 def count_params(model):
     return sum(p.numel() for p in model.parameters())
 
-# ---- Training: one epoch, and the test pass
 class Diverged(UserError):
     """The training loss became NaN or infinite."""
 
 def train_epoch(model, optimizer, scheduler, images, labels, batch_size, generator,
-                augmentation=None, desc="train", refresh_every=50):
-    """One pass over the training set in a fresh random order, augmenting on the device when
-    `augmentation` is given (see random_affine). Losses and counts stay on the device and are
-    read every `refresh_every` steps (progress bar, divergence check): a GPU never waits."""
+                augmentation=None, warp=affine, desc="train", refresh_every=50):
+    """One pass over the training set in a fresh random order, augmenting on the device with
+    `warp` when `augmentation` is given (see random_affine). Losses and counts stay on the
+    device and are read every `refresh_every` steps (progress, divergence): a GPU never waits."""
     model.train()
     device, n = images.device, len(images)
     order = torch.randperm(n, generator=generator).to(device)
     if augmentation:  # all of the epoch's random draws at once: one copy to the device
         angles, zooms, shifts = (t.to(device) for t in random_affine(n, augmentation, generator))
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
+    loss_sum, correct = torch.zeros((), device=device), torch.zeros((), dtype=torch.long, device=device)
     first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
     batches = order.split(batch_size)
     # No bar when the output is not a terminal (CI, logs); the caller prints a line per epoch.
@@ -259,7 +246,7 @@ def train_epoch(model, optimizer, scheduler, images, labels, batch_size, generat
     for step, batch in enumerate(bar):
         x, y = images[batch], labels[batch]
         if augmentation:
-            x = affine(x, angles[batch], zooms[batch], shifts[batch])
+            x = warp(x, angles[batch], zooms[batch], shifts[batch])
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -291,7 +278,6 @@ def evaluate(model, images, labels, batch_size=500):
     accuracy = 100 * (predictions == labels).float().mean().item()
     return F.cross_entropy(logits, labels).item(), accuracy, predictions
 
-# ---- Outputs: files written whole or not at all, the plots
 def write_atomically(path, text=None, save=None):
     """Write `text` (or call `save(file)`) so that `path` is the old or the new file, never half;
     a full disk or any other OSError is one clear UserError naming the file."""
@@ -330,18 +316,17 @@ def save_plots(prefix, history, test_images, test_labels, predictions):
     """<prefix>_curves.png, _misclassified.png and _confusion.png."""
     epochs = [e["epoch"] for e in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_acc.axhline(TARGET_ACC, color="gray", linestyle="--", label=f"{TARGET_ACC}%")
     for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
         for split in ("train", "test"):
             ax.plot(epochs, [e[f"{split}_{metric}"] for e in history], "o-", label=split)
+        ax.grid(alpha=0.3)
+        ax.legend()
     ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
-    ax_acc.axhline(TARGET_ACC, color="gray", linestyle="--", label=f"{TARGET_ACC}%")
     # Scale to the second half of training, where 99.x is decided; the loss panel shows the start.
     late = [e[key] for e in history[len(history) // 2:] for key in ("train_acc", "test_acc")]
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy (second half scaled)",
                ylim=(max(90, min(min(late), TARGET_ACC) - 0.3), 100))
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend()
     save_figure(fig, f"{prefix}_curves.png")
 
     images, labels, preds = test_images.cpu(), test_labels.cpu(), predictions.cpu()
@@ -363,11 +348,12 @@ def save_plots(prefix, history, test_images, test_labels, predictions):
            title="confusion matrix (colour: errors only)")
     save_figure(fig, f"{prefix}_confusion.png")
 
-# ---- One run: what made it, the epochs, the record; how a step's main is run
-def provenance(model_class, device, variant):
-    """What made a run: the commit (and whether the tree differed from it), the variant, the
-    constants of the model's module, threads, device, torch and, on CUDA, TF32 and determinism."""
+def provenance(step, model_class, device, variant):
+    """What made a run: the commit (and whether the tree differed from it), the variant (whose
+    code is at that commit), the step's constants, threads, device, torch; on CUDA TF32 and determinism."""
     module = sys.modules[model_class.__module__]
+    constants = {k: v for k, v in vars(sys.modules.get(step) or module).items()
+                 if k.isupper() and isinstance(v, (int, float, dict))}
     git = ["git", "-C", str(Path(getattr(module, "__file__", ".")).resolve().parent)]
     try:
         read = lambda *a: subprocess.run(git + [*a], capture_output=True, text=True, timeout=10, check=True).stdout
@@ -375,34 +361,36 @@ def provenance(model_class, device, variant):
     except (OSError, subprocess.SubprocessError):  # a copied step (Colab): no repository
         code = dict(commit=None, uncommitted_changes=None, repository="none: not run from a git repository")
     cuda, cudnn = torch.backends.cuda, torch.backends.cudnn
-    return dict(**code, variant=variant, device=str(device), threads=torch.get_num_threads(), torch=torch.__version__,
-                constants={k: v for k, v in vars(module).items() if k.isupper() and isinstance(v, (int, float, dict))},
-                **(dict(tf32_matmul=cuda.matmul.allow_tf32, tf32_cudnn=cudnn.allow_tf32, cudnn_benchmark=cudnn.benchmark,
+    return dict(**code, variant=variant, constants=constants, device=str(device), threads=torch.get_num_threads(),
+                torch=torch.__version__, **(dict(tf32_matmul=cuda.matmul.allow_tf32, tf32_cudnn=cudnn.allow_tf32, cudnn_benchmark=cudnn.benchmark,
                         cudnn_deterministic=cudnn.deterministic) if device.type == "cuda" else {}))
 
 def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, json_path,
-                   augmentation=None, variant=None):
+                   augmentation=None, variant=None, warp=affine, test=evaluate):
     """Train one model; return the run's record (also written to `json_path`), the model and
-    the last test predictions. `variant` names a changed step (tools/ablations.py)."""
+    the last test predictions. A changed step (tools/ablations.py) has a `variant` name and may
+    give its own `warp` (see affine), `test` (see evaluate) and `augmentation` as a function
+    of (epoch, epochs) that gives the epoch's augmentation or None."""
     train_x, train_y, test_x, test_y = data
     generator = seed_everything(seed)
     model = model_class().to(device)
     rows = summarize(model)
     print(format_summary(rows))
     optimizer, scheduler = make_optimizer(model, args, math.ceil(len(train_x) / args.batch_size))
+    augment = augmentation if callable(augmentation) else lambda epoch, epochs: augmentation
     record = dict(step=step, seed=seed, params=count_params(model), receptive_field=rows[-1]["rf"],
-                  macs=sum(r["macs"] for r in rows), **provenance(model_class, device, variant or step.split("_")[0]),
+                  macs=sum(r["macs"] for r in rows), **provenance(step, model_class, device, variant or step.split("_")[0]),
                   date=f"{datetime.datetime.now():%Y-%m-%d %H:%M}",
                   settings=dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, subset=args.subset,
-                                augmentation=augmentation), status="running", epochs=[], seconds=0.0)
+                                augmentation=augment(1, args.epochs)), status="running", epochs=[], seconds=0.0)
     start = time.perf_counter()
     try:  # the JSON is written now, after every epoch and when training stops, however it stops
         write_atomically(json_path, json.dumps(record, indent=1))
         for epoch in range(1, args.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
-            stats = train_epoch(model, optimizer, scheduler, train_x, train_y, args.batch_size,
-                                generator, augmentation, desc=f"epoch {epoch}/{args.epochs}")
-            test_loss, test_acc, predictions = evaluate(model, test_x, test_y)
+            stats = train_epoch(model, optimizer, scheduler, train_x, train_y, args.batch_size, generator,
+                                augment(epoch, args.epochs), warp, desc=f"epoch {epoch}/{args.epochs}")
+            test_loss, test_acc, predictions = test(model, test_x, test_y)
             record["epochs"].append(dict(epoch=epoch, lr=lr, **stats, test_loss=test_loss, test_acc=test_acc))
             record["seconds"] = time.perf_counter() - start
             tqdm.write(f"epoch {epoch:2d}/{args.epochs}  lr {lr:.4f}  train loss {stats['train_loss']:.4f} "
@@ -446,12 +434,13 @@ def main_guard(main):
     """Run a step's main: a UserError is one message and exit code 1; Ctrl-C exits 130, SIGTERM 143."""
     def terminate(signum, frame):
         raise Terminated()
-    in_main_thread = threading.current_thread() is threading.main_thread()
+    in_main_thread = threading.current_thread() is threading.main_thread()  # where signals are handled
     previous = signal.signal(signal.SIGTERM, terminate) if in_main_thread else None
     try:
         main()
     except UserError as error:
-        sys.exit(print(f"error: {error}", file=sys.stderr) or 1)
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt as stop:
         how = "terminated" if isinstance(stop, Terminated) else "interrupted"
         print(f"\n{how}: the epochs finished so far are in the run's JSON.", file=sys.stderr)
@@ -516,19 +505,20 @@ class Net(nn.Module):
         x = self.transition2(self.block2(self.transition1(self.block1(x))))
         return self.output(self.block3(x))
 
-def make_optimizer(model, args, steps_per_epoch):
-    """SGD with Nesterov momentum; the rate rises from 4% to 100% of --lr until WARMUP_END of the
-    steps, falls along a cosine to 1% at ANNEAL_END and stays there, so the last epochs settle."""
+def make_optimizer(model, args, steps_per_epoch, weight_decay=WEIGHT_DECAY, warmup_end=WARMUP_END,
+                   anneal_end=ANNEAL_END, rate_floor=RATE_FLOOR):
+    """SGD with Nesterov momentum; the rate rises from 4% to 100% of --lr until `warmup_end` of
+    the steps, falls along a cosine to `rate_floor` at `anneal_end` and stays there."""
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
-                                weight_decay=WEIGHT_DECAY)
+                                weight_decay=weight_decay)
     total_steps = args.epochs * steps_per_epoch
 
     def rate_factor(step):
         progress = step / total_steps
-        if progress < WARMUP_END:
-            return 0.04 + 0.96 * progress / WARMUP_END
-        anneal = min(1.0, (progress - WARMUP_END) / (ANNEAL_END - WARMUP_END))
-        return RATE_FLOOR + (1 - RATE_FLOOR) * (1 + math.cos(math.pi * anneal)) / 2
+        if progress < warmup_end:
+            return 0.04 + 0.96 * progress / warmup_end
+        anneal = min(1.0, (progress - warmup_end) / (anneal_end - warmup_end))
+        return rate_floor + (1 - rate_floor) * (1 + math.cos(math.pi * anneal)) / 2
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, rate_factor)
 

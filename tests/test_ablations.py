@@ -54,6 +54,7 @@ CHANGES = {
     "anneal-90": ("step3", {"rates"}),
     "wide-28x28": ("step3", {"shapes", "params", "macs"}),
     "max-pool": ("step3", {"layers", "shapes", "macs", "rf"}),
+    "pool-channels-last": ("step3", {"layers"}),
     "squeeze-excite": ("step3", {"layers", "shapes", "params", "macs"}),
     "wide-end": ("step3", {"shapes", "params", "macs"}),
     "wide-end-short-warmup": ("wide-end", {"rates"}),

@@ -89,7 +89,7 @@ def test_divergence_from_the_command_line(tmp_path, data_dir):
                                "--lr", "1e9")
     assert code == 1
     assert_no_traceback(stderr)
-    assert "epoch 1" in stderr and "at step" in stderr
+    assert "epoch 1" in stderr and "by step" in stderr
     assert read_json(tmp_path / "step1_skeleton.json")["status"] == "diverged"
 
 
@@ -105,7 +105,7 @@ def test_divergence_after_a_good_epoch_keeps_that_epoch(tmp_path, mnist):
     args = SimpleNamespace(epochs=3, batch_size=100, lr=0.01, subset=1000)
     data = [mnist[0][:1000], mnist[1][:1000], mnist[2][:1000], mnist[3][:1000]]
     path = tmp_path / "run.json"
-    with pytest.raises(common.Diverged, match=r"at step \d+ of epoch 2"):
+    with pytest.raises(common.Diverged, match=r"by step \d+ of epoch 2"):
         common.train_one_seed("step2_bn_gap", step2_bn_gap.Net, explode_in_second_epoch, args, data,
                               torch.device("cpu"), 1, path)
     record = read_json(path)

@@ -106,6 +106,12 @@ class SqueezeExcite(nn.Module):
         return x * self.gate(x.mean((2, 3), keepdim=True))
 
 
+class MaxPoolChannelsLast(nn.MaxPool2d):
+    """The 2x2 max at stride 1 computed in channels-last memory (the same numbers)."""
+    def forward(self, x):
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+
 ELASTIC_PIXELS = 2.0  # largest displacement of the elastic variant's random field
 ELASTIC_POINTS = 4  # its control points per side: smooth over about 9 pixels
 SHEAR = 0.15  # largest horizontal shear of the shear variant (x moves by SHEAR * y)
@@ -199,6 +205,9 @@ VARIANTS = {
                            make_optimizer=partial(step3.make_optimizer, anneal_end=0.9)),
     "wide-28x28": STEP3.but("1 -> 10 -> 10 -> 12 at 28x28, middle 12 -> 14 -> 14 -> 16",
                             net=layout((10, 10, 12), (14, 14, 16))),
+    "pool-channels-last": STEP3.but("the anti-aliased pools' max computed in channels-last memory (same maths)",
+                                    net=layout(pool=lambda: nn.Sequential(MaxPoolChannelsLast(2, stride=1),
+                                                                          step3.BinomialBlur()))),
     "max-pool": STEP3.but("plain 2x2 max-pools instead of anti-aliased ones", net=layout(pool=lambda: nn.MaxPool2d(2))),
     "squeeze-excite": STEP3.but("a squeeze-and-excitation gate after each block (235 parameters)",
                                 net=layout(squeeze_excite=True)),

@@ -15,6 +15,16 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = ["step1_skeleton", "step2_bn_gap", "step3_aug_sched"]
 OUT = ROOT / "colab"
+# common.py's sections, in its order: (title, what it holds, the line it starts with).
+SECTIONS = [("Settings", "The data's constants and the project's goal", "MNIST_MEAN, MNIST_STD"),
+            ("Options", "The command line every step takes, the device, the seed", "class UserError"),
+            ("Data", "MNIST checked, then held in memory as four tensors on the device", "def check_mnist_files"),
+            ("Augmentation", "A random rotation, zoom and shift per image, a whole batch at once",
+             "def random_affine"),
+            ("Summary", "Every layer's output, parameters, multiply-adds and receptive field", "def summarize"),
+            ("Training", "One epoch, and the test pass", "class Diverged"),
+            ("Outputs", "Files written whole or not at all, the plots", "def write_atomically"),
+            ("One run", "What made it, the epochs, the record; how a step's main is run", "def provenance")]
 
 
 def split_module(source):
@@ -60,11 +70,10 @@ def build(step):
              code(f"# The step (from {step}.py): model and settings\n" + step_body),
              markdown("## The shared code\n\nWhat every step shares (from `common.py`), one section at a "
                       "time: options, data, augmentation, the model summary, training, outputs, one run.")]
-    imports, *sections = re.split(r"^# ---- (.+)\n", common_body, flags=re.MULTILINE)
-    cells.append(code("# Imports (from common.py)\n" + imports))
-    for title, body in zip(sections[::2], sections[1::2]):
-        name, _, what = title.partition(": ")
-        cells += [markdown(f"### {name}\n\n{what[0].upper() + what[1:]}."), code(body)]
+    starts = [common_body.index(f"\n{first}") + 1 for _, _, first in SECTIONS]
+    cells.append(code("# Imports (from common.py)\n" + common_body[:starts[0]]))
+    for (name, what, _), start, end in zip(SECTIONS, starts, starts[1:] + [len(common_body)]):
+        cells += [markdown(f"### {name}\n\n{what}."), code(common_body[start:end])]
     cells += [markdown("## Train\n\nThe next cell prints the model summary (output shape, parameters, "
                        "multiply-adds and receptive field of every layer), a line per epoch, and then "
                        "shows the curves, the misclassified digits and the confusion matrix (also "
