@@ -369,8 +369,7 @@ def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, 
         record["status"] = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
         raise
     except Diverged as error:
-        record["status"] = "diverged"
-        done = len(record["epochs"])
+        record["status"], done = "diverged", len(record["epochs"])
         raise Diverged(f"{error} of epoch {done + 1}: training stopped. The {done} finished epochs "
                        f"are in {json_path}. Try a smaller --lr.") from None
     finally:
@@ -388,8 +387,7 @@ def run_step(step, model_class, make_optimizer, args, augmentation=None):
                                                 args.seed, out / f"{step}.json", augmentation)
     save_plots(out / step, record["epochs"], data[2], data[3], predictions)
     if args.save_model:  # read back by tools/robustness.py
-        checkpoint = {"step": step, "state_dict": model.state_dict()}
-        write_atomically(out / f"{step}.pt", save=lambda f: torch.save(checkpoint, f))
+        write_atomically(out / f"{step}.pt", save=lambda f: torch.save(dict(step=step, state_dict=model.state_dict()), f))
     accuracies = [e["test_acc"] for e in record["epochs"]]
     print(f"{step}: {record['params']:,} parameters, final test accuracy {accuracies[-1]:.2f}% (best "
           f"{max(accuracies):.2f}%, {sum(a >= TARGET_ACC for a in accuracies)} epochs at ≥ {TARGET_ACC}%). "

@@ -1,42 +1,27 @@
-"""Step 3: augmentation, a learning-rate schedule, anti-aliased pools and the last convolution
-after the last pool hold 99.4% with fewer than 8,000 parameters.
+"""Step 3: augmentation, a learning-rate schedule and anti-aliased pools hold 99.4% with fewer than
+8,000 parameters.
 
 Target
-    At least 99.4% test accuracy in each of the last 5 of 15 epochs, on any seed, with fewer
-    than 8,000 parameters and no fully connected layer. Step 2 stalled near 99.3% with a
-    jumpy test curve and learned only the digits as they were written, so:
-    - a schedule: the rate warms up to --lr over the first 20% of the steps, falls along a
-      cosine to 1% of it by 75%, and stays there, so that the last epochs settle;
-    - augmentation: every training digit is rotated (up to 10 degrees), zoomed (10%) and
-      shifted (2 pixels) at random, a whole batch at once on the device;
-    - parameters where the digit is large: three padded convolutions at 28x28 see strokes
-      and their bends (7x7 pixels) before the first pool;
-    - anti-aliased pools: a max at stride 1, then a fixed blur at stride 2, so that a digit
-      moved by one pixel gives nearly the same features;
-    - the last 3x3 convolution after the second pool, on 5x5 pixels: each of its outputs
-      sees the whole digit (32x32 pixels) before the average, for 7% fewer multiply-adds.
+    At least 99.4% test accuracy in each of the last 5 of 15 epochs, on any seed, with fewer than
+    8,000 parameters and no fully connected layer. Step 2 stalled near 99.3% with a jumpy test curve
+    and learned only the digits as they were written, so:
+    - a schedule: the rate warms up to --lr over 20% of the steps, falls along a cosine to 1% of it
+      by 75%, and stays there, so that the last epochs settle;
+    - augmentation: every training digit rotated (up to 10 degrees), zoomed (10%) and shifted
+      (2 pixels) at random, a whole batch at once on the device;
+    - three padded convolutions at 28x28, which see strokes and their bends (7x7 pixels);
+    - anti-aliased pools (a max at stride 1, then a fixed blur at stride 2): a digit moved by a
+      pixel gives nearly the same features; the last 3x3 convolution after the second pool;
+    - no dropout: the augmentation regularises.
 
 Result (`make all`: seed 1, CPU, results.md; `make seeds`: seeds 21-30, results/seeds.md)
-    7,662 parameters, 1.63 M multiply-adds per image, receptive field 40 px. Seed 1: final
-    99.55% (best 99.59%), at or above 99.4% from epoch 7 on; 33 s per epoch (2 threads).
-    Seeds 21-30: final 99.57% +- 0.04 (mean, sample std), worst of the last 5 epochs
-    99.48%: 10 of 10 seeds at or above 99.45% in each of them.
-    On moved test digits (results.md): 97.8% rotated up to 30 degrees (step 2: 95.4%),
-    98.9% shifted up to 4 pixels (95.0%), 90.0% with every move at once, strongly (75.0%).
+    7,662 parameters, 1.65 M multiply-adds per image, receptive field 40 px. Seed 1: final
+    @S1FINAL% (best @S1BEST%), at or above 99.4% from epoch @S1FROM on; @S1SEC s per epoch (2 threads).
+    Seeds 21-30: final @MEAN% +- @STD (mean, sample std), worst of the last 5 epochs @WORST%.
+    Moved test digits (results.md): @ROT% rotated up to 30 degrees (step 2: @ROT2%).
 
 Analysis
-    The goal holds on every seed with a margin. The schedule makes the last epochs steady:
-    once the rate is at its floor (epoch 12), a seed moves by less than 0.1 point per epoch,
-    so where a run lands, not the epoch one stops at, sets its result. Changes of a few
-    hundredths are the size of the test set's own sampling error (0.07 point at 99.5% of
-    10,000 images), so a change is judged on many seeds, paired (EXPERIMENTS.md: every
-    variant, its command). The last convolution after the pool gained 0.054 +- 0.019 point
-    on seeds 21-30 over the same network with it before the pool, most on the seeds that
-    were weakest; ending on plain digits (6 seeds) or testing a moving average of the
-    weights (4 seeds) moved it by 0.01 either way, and blurring only the second pool lost
-    0.06. Digits moved as in training are read almost as well as plain ones; strokes
-    thinned by a pixel, a move no step trained on, still cost steps 2 and 3 more than the
-    skeleton. Next: more from each parameter where the maps are small, judged the same way.
+    @ANALYSIS
 """
 import math
 
@@ -55,15 +40,14 @@ RATE_FLOOR = 0.01  # the floor, as a share of --lr
 
 
 def conv_bn(in_channels, out_channels, padding=0):
-    """3x3 convolution -> BatchNorm -> ReLU (no conv bias: BatchNorm has one). No dropout: the
-    augmentation regularises, and dropout's random masks took a quarter of a CPU step."""
+    """3x3 convolution -> BatchNorm -> ReLU (no conv bias: BatchNorm has one; no dropout)."""
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
                          nn.BatchNorm2d(out_channels), nn.ReLU())
 
 
 class BinomialBlur(nn.AvgPool2d):
-    """A fixed 3x3 blur ([1, 2, 1] x [1, 2, 1] / 16) at stride 2, per channel, no parameters; an
-    AvgPool2d by type, so that the model summary counts its receptive field."""
+    """A fixed 3x3 blur ([1, 2, 1] x [1, 2, 1] / 16) at stride 2, per channel, no parameters: a
+    weighted AvgPool2d (so the summary counts its receptive field and multiply-adds)."""
     def __init__(self):
         super().__init__(3, stride=2, padding=1)
         binomial = torch.tensor([1.0, 2.0, 1.0])
@@ -74,9 +58,8 @@ class BinomialBlur(nn.AvgPool2d):
 
 
 def pool():
-    """Anti-aliased max-pool (Zhang, 2019): the max over 2x2 at stride 1, then the blur at stride
-    2, so that a digit shifted by a pixel gives nearly the same output, not whichever pixel of
-    four a plain max-pool happens to keep."""
+    """Anti-aliased max-pool (Zhang, 2019): the max over 2x2 at stride 1, then the blur at stride 2:
+    a digit shifted by a pixel gives nearly the same output, not whichever of four pixels a max keeps."""
     return nn.Sequential(nn.MaxPool2d(2, stride=1), BinomialBlur())
 
 
@@ -89,9 +72,7 @@ class Net(nn.Module):
         self.transition1 = pool()  # -> 14, RF 10
         self.block2 = nn.Sequential(conv_bn(12, 14), conv_bn(14, 16))  # -> 10, RF 18
         self.transition2 = pool()  # -> 5, RF 24
-        # The last 3x3 convolution after the pool: each of its 3x3 outputs sees 32x32 pixels,
-        # more than the digit, where one before the pool saw 22x22.
-        self.block3 = conv_bn(16, 16)  # -> 3, RF 32
+        self.block3 = conv_bn(16, 16)  # -> 3, RF 32: each output sees more than the digit
         # Average over the 3x3 map (RF 32 + 2 * 4 = 40), then a 1x1 convolution to 10 classes.
         self.output = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(16, 10, 1), nn.Flatten())
 
