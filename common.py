@@ -387,7 +387,8 @@ def run_step(step, model_class, make_optimizer, args, augmentation=None):
                                                 args.seed, out / f"{step}.json", augmentation)
     save_plots(out / step, record["epochs"], data[2], data[3], predictions)
     if args.save_model:  # read back by tools/robustness.py
-        write_atomically(out / f"{step}.pt", save=lambda f: torch.save(dict(step=step, state_dict=model.state_dict()), f))
+        checkpoint = dict(step=step, state_dict=model.state_dict())
+        write_atomically(out / f"{step}.pt", save=lambda f: torch.save(checkpoint, f))
     accuracies = [e["test_acc"] for e in record["epochs"]]
     print(f"{step}: {record['params']:,} parameters, final test accuracy {accuracies[-1]:.2f}% (best "
           f"{max(accuracies):.2f}%, {sum(a >= TARGET_ACC for a in accuracies)} epochs at ≥ {TARGET_ACC}%). "
