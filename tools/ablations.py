@@ -77,7 +77,8 @@ def layout(block1=WIDTHS["block1"], block2=WIDTHS["block2"], conv=step3.conv_bn,
             super().__init__()
             a, b, c = block1
             self.block1 = nn.Sequential(conv(1, a, 1), conv(a, b, 1), conv(b, c, 1))
-            self.transition1 = nn.Sequential((first_pool or pool)(), *([nn.Dropout(DROPOUT)] if dropout_after_pool else []))
+            dropout = [nn.Dropout(DROPOUT)] if dropout_after_pool else []
+            self.transition1 = nn.Sequential((first_pool or pool)(), *dropout)
             d, e, f = block2
             middle = [conv(c, d), conv(d, e), conv(e, f)]
             self.block2 = nn.Sequential(*middle[:2 if last_after_pool else 3])
@@ -191,7 +192,8 @@ VARIANTS = {
                                               first_pool=lambda: nn.MaxPool2d(2)), paired_with="conv-before-pool"),
     "dropout2d": STEP3.but(f"Dropout2d {DROPOUT} (whole maps) after every ReLU",
                            net=layout(conv=conv_bn_with(dropout=nn.Dropout2d))),
-    "dropout-after-pool": STEP3.but(f"one dropout ({DROPOUT}) after the first pool", net=layout(dropout_after_pool=True)),
+    "dropout-after-pool": STEP3.but(f"one dropout ({DROPOUT}) after the first pool",
+                                    net=layout(dropout_after_pool=True)),
     "silu": STEP3.but("SiLU instead of ReLU", net=layout(conv=conv_bn_with(activation=nn.SiLU))),
     "mild-augmentation": STEP3.but("7 degrees, 5% zoom, 1 pixel shift (step 3: 10, 10%, 2)",
                                    augmentation=dict(degrees=7.0, zoom=0.05, shift=1.0)),

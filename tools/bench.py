@@ -61,7 +61,8 @@ def training_step(model, optimizer, scheduler, x, y):
 def augmented_batches(images, labels, batch_size, count=None):
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(len(images), generator=generator).to(images.device)[:count and count * batch_size]
-    angles, zooms, shifts = (t.to(images.device) for t in common.random_affine(len(images), step3.AUGMENTATION, generator))
+    draws = common.random_affine(len(images), step3.AUGMENTATION, generator)
+    angles, zooms, shifts = (t.to(images.device) for t in draws)
     return [(common.affine(images[b], angles[b], zooms[b], shifts[b]), labels[b]) for b in order.split(batch_size)]
 
 

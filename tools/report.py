@@ -143,7 +143,8 @@ def plot_seeds(runs, path):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for run in sorted(runs, key=lambda r: r["seed"]):
-        ax.plot(range(1, len(run["epochs"]) + 1), accuracies(run), "o-", markersize=3, lw=1, label=f"seed {run['seed']}")
+        ax.plot(range(1, len(run["epochs"]) + 1), accuracies(run), "o-", markersize=3, lw=1,
+                label=f"seed {run['seed']}")
     ax.axhline(TARGET_ACC, color="gray", linestyle="--", label=f"{TARGET_ACC}%")
     late = [a for r in runs for a in accuracies(r)[len(r["epochs"]) // 3:]]
     ax.set(xlabel="epoch", ylabel="test accuracy (%)", ylim=(min(min(late), TARGET_ACC) - 0.1, max(late) + 0.05),
@@ -230,11 +231,11 @@ def write_experiments_md(folder, out_path, variants, reference="step3"):
     lines = ["# Experiments: step 3 with one change", "",
              f"Written by `make experiments` (`tools/report.py experiments`) from the per-seed JSONs in "
              f"`{folder.as_posix()}/<variant>/seeds/`; nothing here is typed. Each variant is step 3 with one "
-             "change, or the variant its description names with one more (`tools/ablations.py --list`), trained 15 epochs per seed; *passing* means at or above "
-             f"{TARGET_ACC}% in each of the last {LAST} epochs. *Paired* is the mean difference in final "
-             f"accuracy against `{reference}` (or the variant named) on the seeds both ran, ± its standard error: at about 0.05 point "
-             "of seed-to-seed noise, only a difference of two standard errors or more says anything. Seconds "
-             "per epoch are the median of the runs' own timings, two runs side by side on a 2-core CPU ('?': "
+             "change, or the variant its description names with one more (`tools/ablations.py --list`), "
+             f"trained 15 epochs per seed; *passing* means at or above {TARGET_ACC}% in each of the last {LAST} "
+             f"epochs. *Paired* is the mean difference in final accuracy against `{reference}` (or the variant "
+             "named) on the seeds both ran, ± its standard error: at about 0.05 point of seed-to-seed noise, "
+             "only a difference of two standard errors or more says anything. Seconds per epoch are the median of the runs' own timings, two runs side by side on a 2-core CPU ('?': "
              "thread count not recorded): rough; `tools/bench.py --variants A B` times variants side by side. "
              "Runs are paired only when both recorded the same thread count, which changes the last digits. "
              "*Commits* made the runs ('+': with uncommitted changes; 'unknown': recorded before runs kept "
