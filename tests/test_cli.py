@@ -1,8 +1,12 @@
 """Each step end to end from its command line, on a real MNIST subset, and results.md."""
+import importlib
+import subprocess
+
 import pytest
+import torch
 
 import report
-from conftest import STEPS, assert_no_traceback, call, read_json, run_script, step_main
+from conftest import ROOT, STEPS, assert_no_traceback, call, read_json, run_script, step_main
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -16,6 +20,12 @@ def test_step_runs_end_to_end_and_writes_its_json(smoke_runs, step):
     assert record["step"] == step and record["status"] == "complete"
     assert record["seed"] == 1 and record["device"] == "cpu" and record["threads"] >= 1
     assert record["params"] > 0 and record["receptive_field"] >= 28
+    # What made the run: this checkout's commit, the step as it is, its constants, the options.
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert record["commit"] == head and isinstance(record["uncommitted_changes"], bool)
+    assert record["variant"] == step[:5] and record["torch"] == torch.__version__
+    assert record["constants"]["SETTINGS"] == importlib.import_module(step).SETTINGS
+    assert record["settings"]["subset"] == 6000 and record["settings"]["epochs"] == 1
     [epoch] = record["epochs"]
     assert set(epoch) >= {"epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "train_seconds"}
     assert epoch["test_acc"] > 60, "one epoch on 6,000 images should be far above chance (10%)"

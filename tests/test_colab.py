@@ -42,6 +42,8 @@ def test_generated_step_runs_from_an_empty_folder(tmp_path, data_dir):
     assert_no_traceback(result.stderr)
     record = read_json(tmp_path / "results" / "step3_aug_sched.json")
     assert record["status"] == "complete" and record["params"] < 8000
+    assert record["commit"] is None and record["repository"] == "none: not run from a git repository"
+    assert record["constants"]["AUGMENTATION"] == {"degrees": 10.0, "zoom": 0.1, "shift": 2.0}
     assert record["epochs"][0]["test_acc"] > 60
     assert (tmp_path / "results" / "step3_aug_sched_curves.png").exists()
 
