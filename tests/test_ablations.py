@@ -45,6 +45,7 @@ CHANGES = {
     "average-floor-10": ("conv-before-pool", {"rates", "test"}),
     "blur-second-only": ("conv-before-pool", {"layers", "shapes", "macs", "rf"}),
     "dropout2d": ("step3", {"layers", "shapes"}),
+    "dropout-small-maps": ("step3", {"layers", "shapes"}),
     "dropout-after-pool": ("step3", {"layers", "shapes"}),
     "silu": ("step3", {"layers"}),
     "mild-augmentation": ("step3", {"augmentation"}),
@@ -54,7 +55,6 @@ CHANGES = {
     "anneal-90": ("step3", {"rates"}),
     "wide-28x28": ("step3", {"shapes", "params", "macs"}),
     "max-pool": ("step3", {"layers", "shapes", "macs", "rf"}),
-    "pool-channels-last": ("step3", {"layers"}),
     "squeeze-excite": ("step3", {"layers", "shapes", "params", "macs"}),
     "wide-end": ("step3", {"shapes", "params", "macs"}),
     "wide-end-short-warmup": ("wide-end", {"rates"}),
@@ -89,11 +89,15 @@ def test_the_changes_are_the_ones_described():
     step = v["step3"]
     assert v["dropout-0.05"]["layers"] == after_each(step["layers"], "ReLU", "Dropout")
     assert v["dropout2d"]["layers"] == after_each(step["layers"], "ReLU", "Dropout2d")
+    small = v["dropout-small-maps"]["layers"]
+    assert small[:small.index("BinomialBlur")] == step["layers"][:step["layers"].index("BinomialBlur")]
+    assert small.count("Dropout") == 3 and small.count("ReLU") == 6  # after the 3 convolutions after the first pool
     assert {m.p for m in v["dropout-0.05"]["model"].modules() if isinstance(m, nn.Dropout)} == {0.05}
     assert v["silu"]["layers"] == ["SiLU" if layer == "ReLU" else layer for layer in step["layers"]]
     dropouts = [i for i, layer in enumerate(v["dropout-after-pool"]["layers"]) if layer == "Dropout"]
     assert len(dropouts) == 1 and v["dropout-after-pool"]["layers"][dropouts[0] - 1] == "BinomialBlur"
     assert "BinomialBlur" not in v["max-pool"]["layers"] and v["max-pool"]["layers"].count("MaxPool2d") == 2
+    assert step["layers"].count("ChannelsLastMaxPool") == 2
     assert v["blur-second-only"]["layers"].count("BinomialBlur") == 1
     # conv-before-pool: the last 3x3 convolution at 10 -> 8, pooled to 4x4 (step 3: pool to 5, then 3)
     assert (16, 4, 4) in v["conv-before-pool"]["shapes"] and (16, 3, 3) in step["shapes"]

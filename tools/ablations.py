@@ -65,18 +65,20 @@ def conv_bn_with(activation=nn.ReLU, dropout=None):
     return conv_bn
 
 
-def layout(block1=WIDTHS["block1"], block2=WIDTHS["block2"], conv=step3.conv_bn, pool=step3.pool,
+def layout(block1=WIDTHS["block1"], block2=WIDTHS["block2"], conv=step3.conv_bn, pool=step3.pool, conv_28=None,
            first_pool=None, dropout_after_pool=False, last_after_pool=True, squeeze_excite=False):
     """Step 3's network from its pieces, with other ones where a variant says: `block1` = the
     channels of the three padded 28x28 convolutions, `block2` = those of the three unpadded ones
     after the first pool, the last of them after the second pool (14 -> 10, pool, 5 -> 3); with
-    `last_after_pool=False` before it (14 -> 8, pool to 4x4). With the defaults it is step 3's
+    `last_after_pool=False` before it (14 -> 8, pool to 4x4); `conv_28`, if given, makes the 28x28
+    ones (else `conv`). With the defaults it is step 3's
     Net: same layers, created in the same order, so the same seed gives the same weights."""
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
             a, b, c = block1
-            self.block1 = nn.Sequential(conv(1, a, 1), conv(a, b, 1), conv(b, c, 1))
+            conv_first = conv_28 or conv
+            self.block1 = nn.Sequential(conv_first(1, a, 1), conv_first(a, b, 1), conv_first(b, c, 1))
             dropout = [nn.Dropout(DROPOUT)] if dropout_after_pool else []
             self.transition1 = nn.Sequential((first_pool or pool)(), *dropout)
             d, e, f = block2
@@ -105,12 +107,6 @@ class SqueezeExcite(nn.Module):
         # The mean as a tensor op, not a pooling layer: the summary's receptive field is
         # that of the path through the convolutions.
         return x * self.gate(x.mean((2, 3), keepdim=True))
-
-
-class MaxPoolChannelsLast(nn.MaxPool2d):
-    """The 2x2 max at stride 1 computed in channels-last memory (the same numbers)."""
-    def forward(self, x):
-        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
 
 
 ELASTIC_PIXELS = 2.0  # largest displacement of the elastic variant's random field
@@ -190,6 +186,9 @@ VARIANTS = {
                                    "after block 2 (the first pool's blur is most of its time)",
                                    net=layout(conv=conv_bn_with(dropout=nn.Dropout), last_after_pool=False,
                                               first_pool=lambda: nn.MaxPool2d(2)), paired_with="conv-before-pool"),
+    "dropout-small-maps": STEP3.but(f"dropout {DROPOUT} after every ReLU but those at 28x28 (most of dropout's "
+                                    "random masks): only after the 3 convolutions that follow the first pool",
+                                    net=layout(conv=conv_bn_with(dropout=nn.Dropout), conv_28=step3.conv_bn)),
     "dropout2d": STEP3.but(f"Dropout2d {DROPOUT} (whole maps) after every ReLU",
                            net=layout(conv=conv_bn_with(dropout=nn.Dropout2d))),
     "dropout-after-pool": STEP3.but(f"one dropout ({DROPOUT}) after the first pool",
@@ -207,9 +206,6 @@ VARIANTS = {
                            make_optimizer=partial(step3.make_optimizer, anneal_end=0.9)),
     "wide-28x28": STEP3.but("1 -> 10 -> 10 -> 12 at 28x28, middle 12 -> 14 -> 14 -> 16",
                             net=layout((10, 10, 12), (14, 14, 16))),
-    "pool-channels-last": STEP3.but("the anti-aliased pools' max computed in channels-last memory (same maths)",
-                                    net=layout(pool=lambda: nn.Sequential(MaxPoolChannelsLast(2, stride=1),
-                                                                          step3.BinomialBlur()))),
     "max-pool": STEP3.but("plain 2x2 max-pools instead of anti-aliased ones", net=layout(pool=lambda: nn.MaxPool2d(2))),
     "squeeze-excite": STEP3.but("a squeeze-and-excitation gate after each block (235 parameters)",
                                 net=layout(squeeze_excite=True)),
