@@ -33,6 +33,7 @@ from common import main_guard, parse_args, run_step
 
 SETTINGS = dict(epochs=15, batch_size=128, lr=0.1)
 AUGMENTATION = dict(degrees=10.0, zoom=0.1, shift=2.0)  # per image: up to 10°, 10% zoom, 2 px shift
+DROPOUT = 0.05
 WEIGHT_DECAY = 1e-4
 WARMUP_END = 0.2  # share of the steps spent raising the rate to its peak
 ANNEAL_END = 0.75  # share of the steps after which the rate stays at its floor
@@ -40,9 +41,9 @@ RATE_FLOOR = 0.01  # the floor, as a share of --lr
 
 
 def conv_bn(in_channels, out_channels, padding=0):
-    """3x3 convolution -> BatchNorm -> ReLU (no conv bias: BatchNorm has one; no dropout)."""
+    """3x3 convolution -> BatchNorm -> ReLU -> dropout (no conv bias: BatchNorm has one)."""
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU())
+                         nn.BatchNorm2d(out_channels), nn.ReLU(), nn.Dropout(DROPOUT))
 
 
 class BinomialBlur(nn.AvgPool2d):

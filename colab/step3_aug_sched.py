@@ -431,15 +431,16 @@ import torch.nn.functional as F
 
 SETTINGS = dict(epochs=15, batch_size=128, lr=0.1)
 AUGMENTATION = dict(degrees=10.0, zoom=0.1, shift=2.0)  # per image: up to 10°, 10% zoom, 2 px shift
+DROPOUT = 0.05
 WEIGHT_DECAY = 1e-4
 WARMUP_END = 0.2  # share of the steps spent raising the rate to its peak
 ANNEAL_END = 0.75  # share of the steps after which the rate stays at its floor
 RATE_FLOOR = 0.01  # the floor, as a share of --lr
 
 def conv_bn(in_channels, out_channels, padding=0):
-    """3x3 convolution -> BatchNorm -> ReLU (no conv bias: BatchNorm has one; no dropout)."""
+    """3x3 convolution -> BatchNorm -> ReLU -> dropout (no conv bias: BatchNorm has one)."""
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU())
+                         nn.BatchNorm2d(out_channels), nn.ReLU(), nn.Dropout(DROPOUT))
 
 class BinomialBlur(nn.AvgPool2d):
     """A fixed 3x3 blur ([1, 2, 1] x [1, 2, 1] / 16) at stride 2, per channel, no parameters: a
@@ -452,10 +453,15 @@ class BinomialBlur(nn.AvgPool2d):
     def forward(self, x):
         return F.conv2d(x, self.weight.expand(x.shape[1], 1, 3, 3), stride=2, padding=1, groups=x.shape[1])
 
+class ChannelsLastMaxPool(nn.MaxPool2d):
+    """nn.MaxPool2d run in channels-last memory: the same numbers, several times faster on a CPU."""
+    def forward(self, x):
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
 def pool():
     """Anti-aliased max-pool (Zhang, 2019): the max over 2x2 at stride 1, then the blur at stride 2:
     a digit shifted by a pixel gives nearly the same output, not whichever of four pixels a max keeps."""
-    return nn.Sequential(nn.MaxPool2d(2, stride=1), BinomialBlur())
+    return nn.Sequential(ChannelsLastMaxPool(2, stride=1), BinomialBlur())
 
 class Net(nn.Module):
     def __init__(self):

@@ -33,7 +33,7 @@ import report  # noqa: E402
 import step3_aug_sched as step3  # noqa: E402
 
 STEP = "step3_aug_sched"
-DROPOUT = 0.05  # the dropout of the variants that have one (step 3 had it after every ReLU)
+DROPOUT = step3.DROPOUT  # the dropout of the variants that place it elsewhere
 WIDTHS = dict(block1=(8, 8, 12), block2=(14, 16, 16))  # step 3's
 
 
@@ -163,17 +163,12 @@ def evaluate_average(model, images, labels, batch_size=500):
 
 
 STEP3 = Recipe("step 3 unchanged")
-WITH_DROPOUT = STEP3.but(f"dropout {DROPOUT} after every ReLU (step 3 without it)",
-                         net=layout(conv=conv_bn_with(dropout=nn.Dropout)))
-# The variants run on step 3 as it was with dropout and its last 3x3 convolution before the
-# second pool are defined on that version, and paired with it.
-BEFORE = WITH_DROPOUT.but("dropout-0.05, and the last 3x3 convolution before the second pool (14 -> 8, pooled "
-                          "to 4x4, RF 28 before the average), not after it (5 -> 3, RF 32)",
-                          net=layout(conv=conv_bn_with(dropout=nn.Dropout), last_after_pool=False),
-                          paired_with="dropout-0.05")
+# The variants run on step 3 as it was with its last 3x3 convolution before the second pool are
+# defined on that version, and paired with it.
+BEFORE = STEP3.but("the last 3x3 convolution before the second pool (14 -> 8, pooled to 4x4, RF 28 before the "
+                   "average), not after it (5 -> 3, RF 32)", net=layout(last_after_pool=False))
 VARIANTS = {
     "step3": STEP3,
-    "dropout-0.05": WITH_DROPOUT,
     "conv-before-pool": BEFORE,
     "plain-last-third": BEFORE.but("conv-before-pool, and no augmentation in the last third of the epochs "
                                    "(11-15 of 15): the model ends on the digits as they are written",
@@ -184,16 +179,18 @@ VARIANTS = {
                                    test=evaluate_average, paired_with="conv-before-pool"),
     "blur-second-only": BEFORE.but("conv-before-pool, and a plain max-pool after block 1, the anti-aliased one only "
                                    "after block 2 (the first pool's blur is most of its time)",
-                                   net=layout(conv=conv_bn_with(dropout=nn.Dropout), last_after_pool=False,
-                                              first_pool=lambda: nn.MaxPool2d(2)), paired_with="conv-before-pool"),
-    "dropout-small-maps": STEP3.but(f"dropout {DROPOUT} after every ReLU but those at 28x28 (most of dropout's "
-                                    "random masks): only after the 3 convolutions that follow the first pool",
-                                    net=layout(conv=conv_bn_with(dropout=nn.Dropout), conv_28=step3.conv_bn)),
-    "dropout2d": STEP3.but(f"Dropout2d {DROPOUT} (whole maps) after every ReLU",
+                                   net=layout(last_after_pool=False, first_pool=lambda: nn.MaxPool2d(2)),
+                                   paired_with="conv-before-pool"),
+    "no-dropout": STEP3.but("no dropout (step 3: 0.05 after every ReLU); its masks are a quarter of a CPU "
+                            "training step", net=layout(conv=conv_bn_with())),
+    "dropout-small-maps": STEP3.but(f"dropout only after the 3 convolutions that follow the first pool, none at "
+                                    "28x28 (where most of its random masks are)",
+                                    net=layout(conv_28=conv_bn_with())),
+    "dropout2d": STEP3.but(f"Dropout2d {DROPOUT} (whole maps) instead of Dropout",
                            net=layout(conv=conv_bn_with(dropout=nn.Dropout2d))),
-    "dropout-after-pool": STEP3.but(f"one dropout ({DROPOUT}) after the first pool",
-                                    net=layout(dropout_after_pool=True)),
-    "silu": STEP3.but("SiLU instead of ReLU", net=layout(conv=conv_bn_with(activation=nn.SiLU))),
+    "dropout-after-pool": STEP3.but(f"no dropout at 28x28, one ({DROPOUT}) after the first pool instead",
+                                    net=layout(conv_28=conv_bn_with(), dropout_after_pool=True)),
+    "silu": STEP3.but("SiLU instead of ReLU", net=layout(conv=conv_bn_with(activation=nn.SiLU, dropout=nn.Dropout))),
     "mild-augmentation": STEP3.but("7 degrees, 5% zoom, 1 pixel shift (step 3: 10, 10%, 2)",
                                    augmentation=dict(degrees=7.0, zoom=0.05, shift=1.0)),
     "elastic": STEP3.but(f"step 3's augmentation and an elastic warp of up to {ELASTIC_PIXELS:g} pixels",
