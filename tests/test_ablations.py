@@ -99,7 +99,6 @@ def test_the_changes_are_the_ones_described():
     assert v["silu"]["layers"] == ["SiLU" if layer == "ReLU" else layer for layer in step["layers"]]
     assert v["dropout-after-pool"]["layers"] == at_28 + ["Dropout"] + step["layers"][first_pool:]
     assert "BinomialBlur" not in v["max-pool"]["layers"] and v["max-pool"]["layers"].count("MaxPool2d") == 2
-    assert step["layers"].count("ChannelsLastMaxPool") == 2
     assert v["blur-second-only"]["layers"].count("BinomialBlur") == 1
     # conv-before-pool: the last 3x3 convolution at 10 -> 8, pooled to 4x4 (step 3: pool to 5, then 3)
     assert (16, 4, 4) in v["conv-before-pool"]["shapes"] and (16, 3, 3) in step["shapes"]
