@@ -1,27 +1,27 @@
-"""Step 3: augmentation, a learning-rate schedule and anti-aliased pools hold 99.4% with fewer than
-8,000 parameters.
+"""Step 3: augmentation, a rate schedule and anti-aliased pools hold 99.4% under 8,000 parameters.
 
 Target
     At least 99.4% test accuracy in each of the last 5 of 15 epochs, on any seed, with fewer than
     8,000 parameters and no fully connected layer. Step 2 stalled near 99.3% with a jumpy test curve
     and learned only the digits as they were written, so:
-    - a schedule: the rate warms up to --lr over 20% of the steps, falls along a cosine to 1% of it
-      by 75%, and stays there, so that the last epochs settle;
-    - augmentation: every training digit rotated (up to 10 degrees), zoomed (10%) and shifted
-      (2 pixels) at random, a whole batch at once on the device;
-    - three padded convolutions at 28x28, which see strokes and their bends (7x7 pixels);
-    - anti-aliased pools (a max at stride 1, then a fixed blur at stride 2): a digit moved by a
-      pixel gives nearly the same features; the last 3x3 convolution after the second pool;
-    - no dropout: the augmentation regularises.
+    - a schedule: warm up to --lr over 20% of the steps, a cosine down to 1% of it by 75%, then flat;
+    - augmentation: every digit rotated (up to 10 degrees), zoomed (10%), shifted (2 px) at random;
+    - three padded convolutions at 28x28, seeing strokes and their bends (7x7 pixels);
+    - anti-aliased pools (a max at stride 1, then a fixed blur at stride 2), so that a digit moved
+      by a pixel gives nearly the same features; the last 3x3 convolution after the second pool.
 
 Result (`make all`: seed 1, CPU, results.md; `make seeds`: seeds 21-30, results/seeds.md)
-    7,662 parameters, 1.65 M multiply-adds per image, receptive field 40 px. Seed 1: final
-    @S1FINAL% (best @S1BEST%), at or above 99.4% from epoch @S1FROM on; @S1SEC s per epoch (2 threads).
-    Seeds 21-30: final @MEAN% +- @STD (mean, sample std), worst of the last 5 epochs @WORST%.
-    Moved test digits (results.md): @ROT% rotated up to 30 degrees (step 2: @ROT2%).
+    7,662 parameters, 1.65 M multiply-adds per image, receptive field 40 px. Seed 1: final 99.55%
+    (best 99.59%), at or above 99.4% from epoch 7 on; 40.9 s per epoch (2 threads). Seeds 21-30:
+    final 99.57% +- 0.04 (mean, sample std), worst of the last 5 epochs 99.48%. Moved test digits
+    (results.md): 97.8% rotated up to 30 degrees (step 2: 95.4%), 98.9% shifted 4 px (95.0%).
 
 Analysis
-    @ANALYSIS
+    The goal holds on every seed with a margin: once the rate is at its floor (epoch 12) a seed moves
+    by less than 0.1 point per epoch, and a few hundredths are the test set's own sampling error, so
+    changes are judged on many seeds, paired (EXPERIMENTS.md). Dropout stays although its random
+    masks are a quarter of a CPU training step (make bench): without it the final accuracy fell by
+    0.032 +- 0.013 (6 seeds); without it at 28x28 a seed ended at 99.44% (seed 21).
 """
 import math
 
