@@ -59,6 +59,8 @@ CHANGES = {
     "squeeze-excite": ("step3", {"layers", "shapes", "params", "macs"}),
     "wide-end": ("step3", {"shapes", "params", "macs"}),
     "wide-end-short-warmup": ("wide-end", {"rates"}),
+    **{f"widths-x{factor:g}": ("step3", {"shapes", "params", "macs"}) for factor in ablations.FRONTIER},
+    "separable-3.9k": ("step3", {"layers", "shapes", "params", "macs"}),
 }
 
 
@@ -106,6 +108,14 @@ def test_the_changes_are_the_ones_described():
     assert convs(v["wide-end"]["model"]) == [8, 8, 12, 12, 16, 20, 10]
     assert convs(step["model"]) == [8, 8, 12, 14, 16, 16, 10]
     assert v["squeeze-excite"]["params"] - step["params"] == 235
+    assert convs(v["widths-x0.7"]["model"]) == [6, 6, 8, 10, 11, 11, 10]
+    assert [v[f"widths-x{f:g}"]["params"] for f in ablations.FRONTIER] == [1595, 2495, 3833, 5768]
+    # depthwise (groups = channels) 3x3, then 1x1, for each convolution after the first pool
+    separable = [(m.in_channels, m.out_channels, m.kernel_size[0], m.groups) for m in v["separable-3.9k"]["model"].modules()
+                 if isinstance(m, nn.Conv2d)]
+    assert separable[3:9] == [(12, 12, 3, 12), (12, 20, 1, 1), (20, 20, 3, 20), (20, 24, 1, 1), (24, 24, 3, 24),
+                              (24, 28, 1, 1)]
+    assert v["separable-3.9k"]["params"] == 3898 < 4000
     assert v["weight-decay-5e-4"]["weight_decay"] == 5e-4 and step["weight_decay"] == 1e-4
     assert v["mild-augmentation"]["augmentation"] == [dict(degrees=7.0, zoom=0.05, shift=1.0)] * EPOCHS
     assert v["plain-last-third"]["augmentation"] == [step3.AUGMENTATION] * 10 + [None] * 5

@@ -95,6 +95,19 @@ def layout(block1=WIDTHS["block1"], block2=WIDTHS["block2"], conv=step3.conv_bn,
     return Net
 
 
+def scaled(factor):
+    """Step 3's widths, each times `factor`, rounded: the frontier of sizes keeps its design."""
+    return {block: tuple(int(width * factor + 0.5) for width in widths) for block, widths in WIDTHS.items()}
+
+
+def separable_conv_bn(in_channels, out_channels, padding=0):
+    """A depthwise-separable 3x3 convolution (a 3x3 per channel, then a 1x1 across channels:
+    9 x in + in x out weights, not 9 x in x out) -> BatchNorm -> ReLU -> dropout."""
+    return nn.Sequential(nn.Conv2d(in_channels, in_channels, 3, padding=padding, groups=in_channels, bias=False),
+                         nn.Conv2d(in_channels, out_channels, 1, bias=False),
+                         nn.BatchNorm2d(out_channels), nn.ReLU(), nn.Dropout(DROPOUT))
+
+
 class SqueezeExcite(nn.Module):
     """Squeeze-and-excitation (Hu et al. 2018): each channel scaled by a gate in (0, 1)
     computed from the average of all channels over the whole map."""
@@ -212,6 +225,16 @@ VARIANTS = {
                                        net=layout(block2=(12, 16, 20)),
                                        make_optimizer=partial(step3.make_optimizer, warmup_end=0.05)),
 }
+FRONTIER = (0.45, 0.55, 0.7, 0.85)  # with step 3 (x1): about 1,600 to 7,700 parameters
+for factor in FRONTIER:
+    widths = scaled(factor)
+    VARIANTS[f"widths-x{factor:g}"] = STEP3.but(
+        f"every width x{factor:g}: 1 -> {' -> '.join(map(str, widths['block1']))} at 28x28, then "
+        f"{' -> '.join(map(str, widths['block2']))} (the frontier of sizes)", net=layout(**widths))
+VARIANTS["separable-3.9k"] = STEP3.but(
+    "under 4,000 parameters by design: step 3's 28x28 block, then depthwise-separable convolutions "
+    "12 -> 20 -> 24 -> 28 (each a 3x3 per channel and a 1x1 across)",
+    net=layout(block2=(20, 24, 28), conv=separable_conv_bn, conv_28=step3.conv_bn), paired_with="widths-x0.7")
 
 
 def train_seeds(name, seeds, args, out):
