@@ -103,3 +103,37 @@ def test_experiments_page_is_written_from_the_recorded_runs(tmp_path):
         "| silu | SiLU | 21-22 | 99.60 ± 0.14 | 99.45 | 2 of 2 | +0.150 ± 0.050 (2 seeds) | 30.0 (1) | aaaaaaa+ | "
         "`python tools/ablations.py silu --seeds 21,22 --jobs 2` |"]
     assert "- `untried`: never run" in page.read_text() and "## silu" in page.read_text()
+
+
+def test_frontier_table_figure_and_smallest_passing_network(tmp_path):
+    # step3: 10 seeds passing; tiny: smaller, 10 seeds, one fails; small: 2 seeds passing (too few).
+    specs = {"step3": (7662, [99.50] * 10), "tiny": (1595, [99.30] + [99.42] * 9), "small": (3898, [99.50, 99.60]),
+             "silu": (7662, [99.50] * 10)}
+    for variant, (params, finals) in specs.items():
+        (tmp_path / variant / "seeds").mkdir(parents=True)
+        for seed, final in enumerate(finals, start=21):
+            run = dict(make_run(seed, [99.45] * 4 + [final]), step="step3_aug_sched", params=params,
+                       macs=params * 200, threads=1, commit="a" * 40)
+            for epoch in run["epochs"]:
+                epoch["train_seconds"] = 20.0
+            (tmp_path / variant / "seeds" / f"step3_aug_sched_seed{seed}.json").write_text(json.dumps(run))
+    variants = {"step3": dict(what="step 3", paired_with="step3", group="frontier"),
+                "tiny": dict(what="x0.45", paired_with="step3", group="frontier"),
+                "small": dict(what="designed", paired_with="tiny", group="design"),
+                "silu": dict(what="SiLU", paired_with="step3")}
+    page = tmp_path / "EXPERIMENTS.md"
+    report.write_experiments_md(tmp_path, page, variants)
+    text = page.read_text()
+    frontier = text[text.index("## The frontier of sizes"):].split("\n## ")[0]
+    rows = [line for line in frontier.splitlines() if line.startswith("| ") and "--seeds" in line]
+    assert rows == [  # smallest first; silu (no group) is not on the frontier
+        "| tiny | frontier | 1,595 | 319,000 | 21-30 | 99.41 ± 0.04 | 99.30-99.42 | 99.30 | 9 of 10 | 20.0 (1) | "
+        "`python tools/ablations.py tiny --seeds 21,22,23,24,25,26,27,28,29,30 --jobs 2` |",
+        "| small | design | 3,898 | 779,600 | 21-22 | 99.55 ± 0.07 | 99.50-99.60 | 99.45 | 2 of 2 | 20.0 (1) | "
+        "`python tools/ablations.py small --seeds 21,22 --jobs 2` |",
+        "| step3 | frontier | 7,662 | 1,532,400 | 21-30 | 99.50 ± 0.00 | 99.50-99.50 | 99.45 | 10 of 10 | 20.0 (1) | "
+        "`python tools/ablations.py step3 --seeds 21,22,23,24,25,26,27,28,29,30 --jobs 2` |"]
+    # tiny fails one seed and small has only 2: the smallest passing on 10 or more is step 3's size
+    assert "on every one of 10 or more seeds: **step3**, 7,662 parameters, 10 of 10 seeds" in frontier
+    assert "![final accuracy against parameters](frontier.png)" in frontier
+    assert (tmp_path / "frontier.png").stat().st_size > 10_000

@@ -231,6 +231,7 @@ for factor in FRONTIER:
     VARIANTS[f"widths-x{factor:g}"] = STEP3.but(
         f"every width x{factor:g}: 1 -> {' -> '.join(map(str, widths['block1']))} at 28x28, then "
         f"{' -> '.join(map(str, widths['block2']))} (the frontier of sizes)", net=layout(**widths))
+SMALL_DESIGNS = ("separable-3.9k",)  # designed for their size; EXPERIMENTS.md shows them beside the frontier
 VARIANTS["separable-3.9k"] = STEP3.but(
     "under 4,000 parameters by design: step 3's 28x28 block, then depthwise-separable convolutions "
     "12 -> 20 -> 24 -> 28 (each a 3x3 per channel and a 1x1 across)",
@@ -250,8 +251,12 @@ def train_seeds(name, seeds, args, out):
 
 
 def write_variants_json(path):
-    """What report.py needs of the variants (so that it need not import this file)."""
-    common.write_atomically(path, json.dumps({name: dict(what=r.what, paired_with=r.paired_with)
+    """What report.py needs of the variants (so that it need not import this file): what each
+    changes, what it is paired with, and the group of the frontier's figure it belongs to."""
+    groups = {"step3": "frontier", **{f"widths-x{f:g}": "frontier" for f in FRONTIER},
+              **dict.fromkeys(SMALL_DESIGNS, "design")}
+    common.write_atomically(path, json.dumps({name: dict(what=r.what, paired_with=r.paired_with,
+                                                         **({"group": groups[name]} if name in groups else {}))
                                               for name, r in VARIANTS.items()}, indent=1) + "\n")
 
 

@@ -9,6 +9,7 @@
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -221,6 +222,86 @@ def commits(runs):
     return ", ".join(sorted(made))
 
 
+def seed_ranges(runs):
+    return ranges(sorted(r["seed"] for r in runs))
+
+
+def seconds_per_epoch(runs):
+    """'30.5 (1)': the median epoch's training seconds and the runs' thread counts ('?': not recorded)."""
+    threads = {r.get("threads") or "?" for r in runs}
+    seconds = statistics.median(e["train_seconds"] for r in runs for e in r["epochs"])
+    return f"{seconds:.1f} ({'/'.join(map(str, sorted(threads, key=str)))})"
+
+
+def command(name, runs):
+    return f"`python tools/ablations.py {name} --seeds {','.join(str(r['seed']) for r in sorted(runs, key=lambda r: r['seed']))} --jobs 2`"
+
+
+def frontier_section(recorded, variants, figure, page_folder):
+    """EXPERIMENTS.md's frontier of sizes: the variants of group "frontier" (step 3 at several
+    widths) and "design" (smaller networks designed for their size), smallest first, their
+    figure, and the smallest network that passes on every one of 10 or more seeds."""
+    shown = {name: runs for name, runs in recorded.items() if variants.get(name, {}).get("group")}
+    if not shown:
+        return []
+    shown = dict(sorted(shown.items(), key=lambda item: item[1][0]["params"]))
+    lines = ["", "## The frontier of sizes", "",
+             f"Step 3's design with every width scaled (group *frontier*), and networks designed for a small size "
+             f"(*design*), each trained like step 3; *band* is the final accuracy of the worst and the best seed.", "",
+             f"![final accuracy against parameters]({Path(os.path.relpath(figure, page_folder)).as_posix()})", "",
+             "| variant | group | parameters | multiply-adds | seeds | mean final | band | worst of last 5 | passing "
+             "| s / epoch, median (threads) | command |", "|---|---|---:|---:|---|---:|---|---:|---:|---:|---|"]
+    for name, runs in shown.items():
+        s, finals = seeds_summary(runs), [accuracies(r)[-1] for r in runs]
+        lines.append(f"| {name} | {variants[name]['group']} | {runs[0]['params']:,} | {runs[0]['macs']:,} | "
+                     f"{seed_ranges(runs)} | {s['mean']:.2f} ± {s['std']:.2f} | {min(finals):.2f}-{max(finals):.2f} | "
+                     f"{s['worst']:.2f} | {s['passing']} of {s['n']} | {seconds_per_epoch(runs)} | "
+                     f"{command(name, runs)} |")
+    every_seed = [(runs[0]["params"], name, runs) for name, runs in recorded.items()
+                  if len(runs) >= 10 and seeds_summary(runs)["passing"] == len(runs)]
+    if every_seed:
+        params, name, runs = min(every_seed, key=lambda item: item[0])
+        lines += ["", f"The smallest network here at or above {TARGET_ACC}% in each of its last {LAST} epochs on every "
+                  f"one of 10 or more seeds: **{name}**, {params:,} parameters, {len(runs)} of {len(runs)} seeds "
+                  f"({command(name, runs)})."]
+    plot_frontier(shown, variants, figure)
+    return lines
+
+
+def plot_frontier(shown, variants, path):
+    """Mean final accuracy against parameters (log scale), the band from the worst to the best
+    seed, the target and the parameter budget."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for group, style in (("frontier", "o-"), ("design", "s")):
+        points = [(runs[0]["params"], [accuracies(r)[-1] for r in runs], name) for name, runs in shown.items()
+                  if variants[name]["group"] == group]
+        if not points:
+            continue
+        params = [p for p, _, _ in points]
+        line, = ax.plot(params, [statistics.mean(f) for _, f, _ in points], style,
+                        label="step 3, widths scaled" if group == "frontier" else "designed for the size")
+        worst, best = [min(f) for _, f, _ in points], [max(f) for _, f, _ in points]
+        if group == "frontier":
+            ax.fill_between(params, worst, best, alpha=0.2, color=line.get_color())
+        else:
+            ax.vlines(params, worst, best, color=line.get_color())
+        for p, f, name in points:
+            ax.annotate(name, (p, statistics.mean(f)), textcoords="offset points", xytext=(4, -12), fontsize=7)
+    ax.axhline(TARGET_ACC, color="gray", linestyle="--", label=f"{TARGET_ACC}%")
+    ax.axvline(8000, color="gray", linestyle=":", label="8,000 parameters")
+    ax.set_xscale("log")
+    ticks = [1000, 1500, 2000, 3000, 4000, 6000, 8000]
+    ax.set_xticks(ticks, [f"{t:,}" for t in ticks], minor=False)
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
+    ax.set_xlim(min(runs[0]["params"] for runs in shown.values()) / 1.15, 9500)
+    ax.set(xlabel="parameters (log scale)", ylabel="final test accuracy (%)",
+           title="Final accuracy against size: mean, and the worst to the best seed")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    save_figure(fig, path)
+
+
 def write_experiments_md(folder, out_path, variants, reference="step3"):
     """EXPERIMENTS.md: one row per variant with recorded runs in <folder>/<variant>/seeds/,
     paired on the seeds both ran against the variant it names (`variants[name]["paired_with"]`);
@@ -246,20 +327,17 @@ def write_experiments_md(folder, out_path, variants, reference="step3"):
              "|---|---|---|---:|---:|---:|---|---:|---|---|"]
     recorded = dict(sorted(recorded.items(), key=lambda item: item[0] != reference))  # the reference first
     for name, runs in recorded.items():
-        s, seeds = seeds_summary(runs), sorted(r["seed"] for r in runs)
-        entry = variants.get(name, {})
+        s, entry = seeds_summary(runs), variants.get(name, {})
         against = entry.get("paired_with", reference)
         paired = paired_difference(runs, recorded.get(against, [])) if name != reference else None
         vs = "" if against == reference else f", vs {against}"
         paired = (paired if isinstance(paired, str) else
                   f"{paired[1]:+.3f} ± {paired[2]:.3f} ({paired[0]} seeds{vs})" if paired else "–")
-        threads = {r.get("threads") or "?" for r in runs}
-        seconds = statistics.median(e["train_seconds"] for r in runs for e in r["epochs"])
-        command = f"`python tools/ablations.py {name} --seeds {','.join(map(str, seeds))} --jobs 2`"
         what = entry.get("what", "(not in tools/ablations.py)")
-        lines.append(f"| {name} | {what} | {ranges(seeds)} | {s['mean']:.2f} ± {s['std']:.2f} | "
-                     f"{s['worst']:.2f} | {s['passing']} of {s['n']} | {paired} | {seconds:.1f} "
-                     f"({'/'.join(map(str, sorted(threads, key=str)))}) | {commits(runs)} | {command} |")
+        lines.append(f"| {name} | {what} | {seed_ranges(runs)} | {s['mean']:.2f} ± {s['std']:.2f} | "
+                     f"{s['worst']:.2f} | {s['passing']} of {s['n']} | {paired} | {seconds_per_epoch(runs)} | "
+                     f"{commits(runs)} | {command(name, runs)} |")
+    lines += frontier_section(recorded, variants, folder / "frontier.png", Path(out_path).parent)
     untried = [name for name in variants if name not in recorded]
     if untried:
         lines += ["", "Variants with no recorded runs here (figures measured for them earlier were not kept as "
