@@ -3,6 +3,7 @@
 # make seeds        step 3 on SEEDS, two side by side     make bench   training speed
 # make robustness   accuracy on moved test digits          make colab   single-file steps
 # make experiments  EXPERIMENTS.md from recorded runs      make clean   results and venv
+# make frontier     step 3 at four smaller widths on SEEDS (hours on a CPU), then EXPERIMENTS.md
 # The data folder comes from MNIST_DATA_DIR (default: data/, downloaded there if missing).
 VENV := .venv
 PYTHON := $(VENV)/bin/python
@@ -12,7 +13,9 @@ JOBS ?= 2
 # make bench times one epoch of step 3 against this commit (before the speed work)
 BENCH_BASE ?= 607dc3a
 
-.PHONY: all results test seeds bench colab robustness experiments clean $(STEPS)
+FRONTIER := widths-x0.45 widths-x0.55 widths-x0.7 widths-x0.85
+
+.PHONY: all results test seeds bench colab robustness experiments frontier clean $(STEPS)
 
 all: $(STEPS)
 	$(MAKE) --no-print-directory robustness results
@@ -33,6 +36,10 @@ seeds: $(VENV)/.installed
 experiments: $(VENV)/.installed
 	$(PYTHON) tools/ablations.py --variants-json results/experiments/variants.json
 	$(PYTHON) tools/report.py experiments
+
+frontier: $(VENV)/.installed
+	for variant in $(FRONTIER); do $(PYTHON) tools/ablations.py $$variant --seeds $(SEEDS) --jobs $(JOBS) || exit 1; done
+	$(MAKE) --no-print-directory experiments
 
 test: $(VENV)/.installed
 	$(PYTHON) -m pytest -q tests

@@ -1,6 +1,7 @@
 """tools/ablations.py: each variant is a recipe that changes what its description says and
 nothing else, without touching step 3 or common; the schedule; the command line."""
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -275,3 +276,9 @@ def test_plain_last_third_trains_the_last_third_on_plain_digits(tmp_path, mnist)
     for augmentation, expected in zip([step3.AUGMENTATION] * 2 + [None], variant):
         stats = common.train_epoch(model, optimizer, scheduler, data[0], data[1], 100, generator, augmentation)
         assert stats["train_loss"] == expected
+
+
+def test_make_frontier_trains_the_frontiers_variants():
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    line = next(line for line in makefile.splitlines() if line.startswith("FRONTIER :="))
+    assert line.split(":=")[1].split() == [f"widths-x{factor:g}" for factor in ablations.FRONTIER]
