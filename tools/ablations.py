@@ -3,6 +3,7 @@
     python tools/ablations.py --list                                  # the variants
     python tools/ablations.py step3 --seeds 1,2,3,4,5 --jobs 2        # make seeds
     python tools/ablations.py silu --seeds 21,22,23 --jobs 2          # -> results/experiments/silu/
+    python tools/ablations.py widths-x0.7 --seeds 21,22,23 --jobs 2   # step 3 at 0.7x its widths (make frontier)
 
 Each seed writes <out>/seeds/step3_aug_sched_seed<N>.json; then <out>/seeds.md is built
 from them (tools/report.py). With --jobs N, N seeds train side by side, each in its own
