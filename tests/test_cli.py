@@ -34,6 +34,22 @@ def test_step_runs_end_to_end_and_writes_its_json(smoke_runs, step):
     assert f"final test accuracy {epoch['test_acc']:.2f}%" in stdout
 
 
+def test_provenance_flags_changed_code_not_the_runs_own_outputs(tmp_path, monkeypatch):
+    import common
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    (tmp_path / "tiny_step.py").write_text("class Net:\n    pass\n")
+    for command in (["init", "-q"], ["add", "tiny_step.py"], ["commit", "-qm", "tiny step"]):
+        subprocess.run(git + command, check=True)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    tiny = importlib.import_module("tiny_step")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "tiny_step.json").write_text("{}")  # a run's output: untracked
+    record = common.provenance("tiny_step", tiny.Net, torch.device("cpu"), "tiny")
+    assert len(record["commit"]) == 40 and record["uncommitted_changes"] is False
+    (tmp_path / "tiny_step.py").write_text("class Net:\n    changed = True\n")
+    assert common.provenance("tiny_step", tiny.Net, torch.device("cpu"), "tiny")["uncommitted_changes"] is True
+
+
 @pytest.mark.parametrize("step", STEPS)
 def test_step_writes_three_plots_and_its_weights(smoke_runs, step):
     out, _ = smoke_runs

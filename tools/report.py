@@ -320,8 +320,9 @@ def write_experiments_md(folder, out_path, variants, reference="step3"):
              "of the runs' own timings, two runs side by side on a 2-core CPU ('?': "
              "thread count not recorded): rough; `tools/bench.py --variants A B` times variants side by side. "
              "Runs are paired only when both recorded the same thread count, which changes the last digits. "
-             "*Commits* made the runs ('+': with uncommitted changes; 'unknown': recorded before runs kept "
-             "their commit).", "",
+             "*Commits* made the runs ('+': with uncommitted changes, which for runs recorded before "
+             "`uncommitted_changes` left untracked files out include other runs' outputs; 'unknown': recorded "
+             "before runs kept their commit).", "",
              "| variant | what changes | seeds | mean final | worst of last 5 | passing | paired vs "
              f"{reference} | s / epoch, median (threads) | commits | command |",
              "|---|---|---|---:|---:|---:|---|---:|---|---|"]
