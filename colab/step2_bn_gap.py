@@ -32,7 +32,6 @@ Analysis
 # ------------------------------ from common.py
 import argparse
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -140,16 +139,14 @@ def load_mnist(data_dir, device, subset=None):
 def random_affine(n, augmentation, generator):
     """Per image, for `augmentation` = dict(degrees=..., zoom=..., shift=...): an angle, a zoom - 1
     and a shift (pixels, each axis) within +-each, on the CPU generator: the same on any device."""
-    def uniform(*shape):  # in [-1, 1]
-        return torch.rand(*shape, generator=generator) * 2 - 1
+    uniform = lambda *shape: torch.rand(*shape, generator=generator) * 2 - 1  # in [-1, 1]
     angles, zooms = uniform(n) * augmentation["degrees"], 1 + uniform(n) * augmentation.get("zoom", 0.0)
     return angles, zooms, uniform(n, 2) * augmentation.get("shift", 0.0)
 
 def affine(images, angles, zooms=None, shifts=None, displacement=None):
-    """Rotate each image by its own angle (degrees, counter-clockwise as RandomRotation), zoom it
-    (>1 enlarges) and shift it (pixels, x then y: right and down), in one bilinear grid_sample
-    for the batch, filling with the background. `displacement` (N x H x W x 2, pixels) moves
-    the point each output pixel is sampled from (elastic warps)."""
+    """Rotate each image by its own angle (degrees, counter-clockwise as RandomRotation), zoom it (>1 enlarges)
+    and shift it (pixels, x then y: right and down), in one bilinear grid_sample for the batch, filling with
+    the background. `displacement` (N x H x W x 2, pixels) moves where each output pixel is sampled from."""
     n, size = len(images), images.shape[-1]
     radians = angles.to(images.device, images.dtype) * (math.pi / 180)
     zooms = torch.ones_like(radians) if zooms is None else zooms.to(radians)
@@ -166,10 +163,9 @@ def affine(images, angles, zooms=None, shifts=None, displacement=None):
     return F.grid_sample(images - BACKGROUND, grid, mode="bilinear", align_corners=False) + BACKGROUND
 
 def summarize(model, input_shape=(1, 1, 28, 28)):
-    """Run one blank image through `model` and record, per leaf layer in the order it runs, its
-    output shape, parameters, multiply-adds, receptive field r and jump j (input pixels between
-    neighbouring outputs). Both start at 1; a layer of kernel k, stride s and dilation d gives
-    r += (k - 1) * d * j and j *= s; global pooling is a kernel over its whole input."""
+    """Run one blank image through `model` and record, per leaf layer in the order it runs, its output shape,
+    parameters, multiply-adds, receptive field r and jump j (input pixels between neighbouring outputs). Both
+    start at 1; kernel k, stride s, dilation d give r += (k - 1) * d * j and j *= s; a global pool sees it all."""
     rows, rf, jump = [], 1, 1
 
     def hook(module, inputs, output):
@@ -320,21 +316,22 @@ def save_plots(prefix, history, test_images, test_labels, predictions):
     confusion.index_put_((labels, preds), torch.ones_like(labels), accumulate=True)
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.imshow(confusion - torch.diag(confusion.diagonal()), cmap="Reds")  # colour the errors
-    for (t, p), count in zip(itertools.product(range(10), repeat=2), confusion.flatten().tolist()):
-        ax.text(p, t, count, ha="center", va="center", fontsize=7, color="black" if t != p else "gray")
+    for t, p in confusion.nonzero().tolist():  # the counts, zeros left blank
+        ax.text(p, t, confusion[t, p].item(), ha="center", va="center", fontsize=7, color="black" if t != p else "gray")
     ax.set(xlabel="predicted", ylabel="true", xticks=range(10), yticks=range(10),
            title="confusion matrix (colour: errors only)")
     save_figure(fig, f"{prefix}_confusion.png")
 
 def provenance(step, model_class, device, variant):
-    """What made a run: the commit (and whether the tree differed from it), the variant (whose
+    """What made a run: the commit (and whether tracked files differed from it), the variant (whose
     code is at that commit), the step's constants, threads, device, torch; on CUDA TF32 and determinism."""
     module = sys.modules[model_class.__module__]
     constants = {k: v for k, v in vars(sys.modules.get(step) or module).items() if k.isupper()}
     git = ["git", "-C", str(Path(getattr(module, "__file__", ".")).resolve().parent)]
     try:
         read = lambda *a: subprocess.run(git + [*a], capture_output=True, text=True, timeout=10, check=True).stdout
-        code = dict(commit=read("rev-parse", "HEAD").strip(), uncommitted_changes=bool(read("status", "--porcelain")))
+        changed = read("status", "--porcelain", "--untracked-files=no")  # the runs' own outputs are untracked
+        code = dict(commit=read("rev-parse", "HEAD").strip(), uncommitted_changes=bool(changed))
     except (OSError, subprocess.SubprocessError):  # a copied step (Colab): no repository
         code = dict(commit=None, uncommitted_changes=None, repository="none: not run from a git repository")
     cudnn = torch.backends.cudnn  # on CUDA, TF32 and determinism change the numbers
@@ -345,9 +342,8 @@ def provenance(step, model_class, device, variant):
 
 def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, json_path,
                    augmentation=None, variant=None, warp=affine, test=evaluate):
-    """Train one model; return the run's record (also written to `json_path`), the model and the last
-    test predictions. A variant of a step (tools/ablations.py) may give its own `warp`, `test` and
-    `augmentation` as a function of (epoch, epochs) giving the epoch's augmentation or None."""
+    """Train one model; return the run's record (also written to `json_path`), the model and the last test
+    predictions. A variant (tools/ablations.py) may give its `warp`, `test`, and `augmentation` as fn(epoch, epochs)."""
     train_x, train_y, test_x, test_y = data
     generator = seed_everything(seed)
     model = model_class().to(device)
