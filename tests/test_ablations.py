@@ -112,8 +112,8 @@ def test_the_changes_are_the_ones_described():
     assert convs(v["widths-x0.7"]["model"]) == [6, 6, 8, 10, 11, 11, 10]
     assert [v[f"widths-x{f:g}"]["params"] for f in ablations.FRONTIER] == [1595, 2495, 3833, 5768]
     # depthwise (groups = channels) 3x3, then 1x1, for each convolution after the first pool
-    separable = [(m.in_channels, m.out_channels, m.kernel_size[0], m.groups) for m in v["separable-3.9k"]["model"].modules()
-                 if isinstance(m, nn.Conv2d)]
+    separable = [(m.in_channels, m.out_channels, m.kernel_size[0], m.groups)
+                 for m in v["separable-3.9k"]["model"].modules() if isinstance(m, nn.Conv2d)]
     assert separable[3:9] == [(12, 12, 3, 12), (12, 20, 1, 1), (20, 20, 3, 20), (20, 24, 1, 1), (24, 24, 3, 24),
                               (24, 28, 1, 1)]
     assert v["separable-3.9k"]["params"] == 3898 < 4000

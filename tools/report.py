@@ -234,7 +234,9 @@ def seconds_per_epoch(runs):
 
 
 def command(name, runs):
-    return f"`python tools/ablations.py {name} --seeds {','.join(str(r['seed']) for r in sorted(runs, key=lambda r: r['seed']))} --jobs 2`"
+    """The command that reproduces `runs` of variant `name`."""
+    seeds = ",".join(str(seed) for seed in sorted(r["seed"] for r in runs))
+    return f"`python tools/ablations.py {name} --seeds {seeds} --jobs 2`"
 
 
 def frontier_section(recorded, variants, figure, page_folder):
