@@ -62,6 +62,8 @@ CHANGES = {
     "wide-end-short-warmup": ("wide-end", {"rates"}),
     **{f"widths-x{factor:g}": ("step3", {"shapes", "params", "macs"}) for factor in ablations.FRONTIER},
     "separable-3.9k": ("step3", {"layers", "shapes", "params", "macs"}),
+    "separable-3.9k-no-dropout": ("separable-3.9k", {"layers", "shapes"}),
+    "separable-3.9k-mild-augmentation": ("separable-3.9k", {"augmentation"}),
 }
 
 
@@ -117,6 +119,8 @@ def test_the_changes_are_the_ones_described():
     assert separable[3:9] == [(12, 12, 3, 12), (12, 20, 1, 1), (20, 20, 3, 20), (20, 24, 1, 1), (24, 24, 3, 24),
                               (24, 28, 1, 1)]
     assert v["separable-3.9k"]["params"] == 3898 < 4000
+    assert "Dropout" not in v["separable-3.9k-no-dropout"]["layers"]
+    assert v["separable-3.9k-mild-augmentation"]["augmentation"] == v["mild-augmentation"]["augmentation"]
     assert v["weight-decay-5e-4"]["weight_decay"] == 5e-4 and step["weight_decay"] == 1e-4
     assert v["mild-augmentation"]["augmentation"] == [dict(degrees=7.0, zoom=0.05, shift=1.0)] * EPOCHS
     assert v["plain-last-third"]["augmentation"] == [step3.AUGMENTATION] * 10 + [None] * 5
