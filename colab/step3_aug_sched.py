@@ -312,8 +312,7 @@ def save_plots(prefix, history, test_images, test_labels, predictions):
     fig.suptitle(f"misclassified test digits (true→predicted): first {len(wrong[:40])} of {len(wrong)}")
     save_figure(fig, f"{prefix}_misclassified.png")
 
-    confusion = torch.zeros(10, 10, dtype=torch.long)
-    confusion.index_put_((labels, preds), torch.ones_like(labels), accumulate=True)
+    confusion = torch.bincount(labels * 10 + preds, minlength=100).view(10, 10)  # row: true, column: predicted
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.imshow(confusion - torch.diag(confusion.diagonal()), cmap="Reds")  # colour the errors
     for t, p in confusion.nonzero().tolist():  # the counts, zeros left blank
