@@ -274,7 +274,7 @@ def test_plain_last_third_trains_the_last_third_on_plain_digits(tmp_path, mnist)
     augmented, variant = train_losses("conv-before-pool"), train_losses("plain-last-third")
     assert variant[:2] == augmented[:2] and variant[2] != augmented[2]
     generator = common.seed_everything(1)  # the same run by hand: epoch 3 on plain digits
-    model = ablations.VARIANTS["conv-before-pool"].net()
+    model = ablations.VARIANTS["conv-before-pool"].net().to(memory_format=torch.channels_last)  # as train_one_seed
     common.summarize(model)
     optimizer, scheduler = step3.make_optimizer(model, args, 3)
     for augmentation, expected in zip([step3.AUGMENTATION] * 2 + [None], variant):

@@ -135,3 +135,17 @@ def test_help_explains_every_option():
     for option in ("--epochs", "--batch-size", "--lr", "--seed", "--device", "--data-dir",
                    "--subset", "--out", "--save-model", "MNIST_DATA_DIR"):
         assert option in stdout
+
+
+def test_mnist_read_from_its_files_is_what_torchvision_reads(mnist, data_dir):
+    """common.load_mnist reads the IDX files itself (importing torchvision takes seconds): the same
+    digits and labels as torchvision's MNIST, normalised, and a subset is the first N."""
+    import torchvision
+    import common
+    for train, images, labels in ((True, *mnist[:2]), (False, *mnist[2:])):
+        dataset = torchvision.datasets.MNIST(data_dir, train=train)
+        assert torch.equal(images, ((dataset.data.float() / 255 - common.MNIST_MEAN) / common.MNIST_STD)[:, None])
+        assert torch.equal(labels, dataset.targets)
+    subset = common.load_mnist(data_dir, torch.device("cpu"), subset=100)
+    assert torch.equal(subset[0], mnist[0][:100]) and torch.equal(subset[1], mnist[1][:100])
+    assert torch.equal(subset[2], mnist[2])  # the test set is always whole

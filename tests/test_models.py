@@ -109,3 +109,44 @@ def test_summary_of_an_anti_aliased_pool_matches_hand_computation():
     assert [r["shape"] for r in rows] == [(4, 28, 28), (4, 27, 27), (4, 14, 14), (4, 12, 12), (4, 1, 1)]
     assert [r["macs"] for r in rows] == [28 * 28 * 4 * 9, 0, 14 * 14 * 4 * 9, 12 * 12 * 4 * 36, 0]
     assert [r["params"] for r in rows] == [40, 0, 0, 148, 0]
+
+
+def test_channels_last_computes_what_the_default_layout_computes(step):
+    """Training runs the networks channels-last (common.train_one_seed): a layout, not other maths."""
+    torch.manual_seed(0)
+    model = step.Net().eval()  # no dropout: both see the same function
+    fast = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    x = torch.randn(32, 1, 28, 28)
+    outputs = model(x), fast(x)
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-4, atol=1e-5)
+    for output in outputs:
+        output.square().sum().backward()
+    for slow_parameter, fast_parameter in zip(model.parameters(), fast.parameters()):
+        torch.testing.assert_close(fast_parameter.grad, slow_parameter.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("p", [0.05, 0.3])
+def test_step3_dropout_is_nn_dropout_in_distribution(p):
+    """Masks drawn four to a random number: each element dropped with probability p, independently
+    of its neighbours along every axis, in either memory layout; the kept ones scaled by 1 / (1 - p)."""
+    import step3_aug_sched as step3
+    dropout = step3.Dropout(p)
+    torch.manual_seed(0)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = torch.ones(64, 8, 28, 28).contiguous(memory_format=layout).requires_grad_()
+        y = dropout(x)
+        y.sum().backward()
+        kept = y != 0
+        assert y.is_contiguous(memory_format=layout)
+        assert torch.equal(y[kept], torch.full_like(y[kept], 1 / (1 - p)))
+        assert torch.equal(x.grad, y.detach())  # the gradient: the same mask, scaled the same
+        n = kept.numel()
+        assert abs((1 - kept.float().mean().item()) - p) < 4 * (p * (1 - p) / n) ** 0.5
+        kept = kept.float()
+        for dim in range(4):  # neighbours: correlation within 4 standard errors of 0
+            pairs = torch.stack([kept.narrow(dim, 0, kept.shape[dim] - 1).flatten(),
+                                 kept.narrow(dim, 1, kept.shape[dim] - 1).flatten()])
+            assert abs(torch.corrcoef(pairs)[0, 1].item()) < 4 / pairs.shape[1] ** 0.5
+    masks = [(torch.manual_seed(1), dropout(torch.ones(3, 4, 5, 6)))[1] for _ in range(2)]
+    assert torch.equal(*masks)  # seeded by torch's generator, as nn.Dropout
+    assert dropout.eval()(x) is x

@@ -80,7 +80,7 @@ def layout(block1=WIDTHS["block1"], block2=WIDTHS["block2"], conv=step3.conv_bn,
             a, b, c = block1
             conv_first = conv_28 or conv
             self.block1 = nn.Sequential(conv_first(1, a, 1), conv_first(a, b, 1), conv_first(b, c, 1))
-            dropout = [nn.Dropout(DROPOUT)] if dropout_after_pool else []
+            dropout = [step3.Dropout(DROPOUT)] if dropout_after_pool else []
             self.transition1 = nn.Sequential((first_pool or pool)(), *dropout)
             d, e, f = block2
             middle = [conv(c, d), conv(d, e), conv(e, f)]
@@ -106,7 +106,7 @@ def separable_conv_bn(in_channels, out_channels, padding=0, dropout=DROPOUT):
     9 x in + in x out weights, not 9 x in x out) -> BatchNorm -> ReLU -> dropout (none if 0)."""
     return nn.Sequential(nn.Conv2d(in_channels, in_channels, 3, padding=padding, groups=in_channels, bias=False),
                          nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels),
-                         nn.ReLU(), *([nn.Dropout(dropout)] if dropout else []))
+                         nn.ReLU(), *([step3.Dropout(dropout)] if dropout else []))
 
 
 class SqueezeExcite(nn.Module):
@@ -204,7 +204,7 @@ VARIANTS = {
                            net=layout(conv=conv_bn_with(dropout=nn.Dropout2d))),
     "dropout-after-pool": STEP3.but(f"no dropout at 28x28, one ({DROPOUT}) after the first pool instead",
                                     net=layout(conv_28=conv_bn_with(), dropout_after_pool=True)),
-    "silu": STEP3.but("SiLU instead of ReLU", net=layout(conv=conv_bn_with(activation=nn.SiLU, dropout=nn.Dropout))),
+    "silu": STEP3.but("SiLU instead of ReLU", net=layout(conv=conv_bn_with(activation=nn.SiLU, dropout=step3.Dropout))),
     "mild-augmentation": STEP3.but("7 degrees, 5% zoom, 1 pixel shift (step 3: 10, 10%, 2)",
                                    augmentation=dict(degrees=7.0, zoom=0.05, shift=1.0)),
     "elastic": STEP3.but(f"step 3's augmentation and an elastic warp of up to {ELASTIC_PIXELS:g} pixels",

@@ -45,7 +45,7 @@ def synchronize(device):
 
 def fresh_model(device, batches_per_epoch, recipe=ablations.STEP3):
     common.seed_everything(0)
-    model = recipe.net().to(device)
+    model = recipe.net().to(device, memory_format=torch.channels_last)  # as common.train_one_seed
     settings = SimpleNamespace(lr=step3.SETTINGS["lr"], epochs=2)  # the schedule never runs out here
     return (model, *recipe.make_optimizer(model, settings, batches_per_epoch))
 

@@ -174,7 +174,7 @@ def main(argv=None):
                      *(["--subset", str(args.subset)] if args.subset else [])]
             step.main(["--save-model", "--out", str(out), "--data-dir", str(args.data_dir),
                        "--device", args.device, *quick])
-        models[name] = load_checkpoint(checkpoint, name, step.Net()).to(device)
+        models[name] = load_checkpoint(checkpoint, name, step.Net()).to(device, memory_format=torch.channels_last)
     results = robustness(models, images, labels)
     common.write_atomically(out / "robustness.json", json.dumps(dict(seed=SEED, images=len(labels),
                                                                      accuracy=results), indent=1))
