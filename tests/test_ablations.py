@@ -18,7 +18,7 @@ EPOCHS, STEPS_PER_EPOCH = 15, 20  # a whole run of the schedule, 300 steps
 
 def fingerprint(recipe):
     """Everything a variant may change, as data: layers, sizes, augmentation per epoch, the rate
-    at every step of a 15-epoch run, weight decay, the warp and the test pass."""
+    at every step of a 15-epoch run, weight decay, the warp, the test pass and the dropout classes."""
     common.seed_everything(0)
     model = recipe.net()
     rows = common.summarize(model)
@@ -33,20 +33,22 @@ def fingerprint(recipe):
     return dict(layers=[r["layer"] for r in rows], shapes=[r["shape"] for r in rows],
                 params=common.count_params(model), macs=sum(r["macs"] for r in rows), rf=rows[-1]["rf"],
                 augmentation=augmentation, rates=rates, weight_decay=optimizer.param_groups[0]["weight_decay"],
-                warp=recipe.warp, test=recipe.test, model=model)
+                warp=recipe.warp, test=recipe.test, model=model,
+                dropout={type(m) for m in model.modules() if isinstance(m, nn.Dropout)})
 
 
 # variant: (the recipe it is built from, what differs from it). Layer lists change their
 # shapes list too (one entry per layer).
 CHANGES = {
     "step3": ("step3", set()),
-    "no-dropout": ("step3", {"layers", "shapes"}),
+    "no-dropout": ("step3", {"layers", "shapes", "dropout"}),
+    "nn-dropout": ("step3", {"dropout"}),
     "dropout-small-maps": ("step3", {"layers", "shapes"}),
     "conv-before-pool": ("step3", {"layers", "shapes", "macs"}),
     "plain-last-third": ("conv-before-pool", {"augmentation"}),
     "average-floor-10": ("conv-before-pool", {"rates", "test"}),
     "blur-second-only": ("conv-before-pool", {"layers", "shapes", "macs", "rf"}),
-    "dropout2d": ("step3", {"layers"}),
+    "dropout2d": ("step3", {"layers", "dropout"}),
     "dropout-small-maps": ("step3", {"layers", "shapes"}),
     "dropout-after-pool": ("step3", {"layers", "shapes"}),
     "silu": ("step3", {"layers"}),
@@ -62,7 +64,7 @@ CHANGES = {
     "wide-end-short-warmup": ("wide-end", {"rates"}),
     **{f"widths-x{factor:g}": ("step3", {"shapes", "params", "macs"}) for factor in ablations.FRONTIER},
     "separable-3.9k": ("step3", {"layers", "shapes", "params", "macs"}),
-    "separable-3.9k-no-dropout": ("separable-3.9k", {"layers", "shapes"}),
+    "separable-3.9k-no-dropout": ("separable-3.9k", {"layers", "shapes", "dropout"}),
     "separable-3.9k-mild-augmentation": ("separable-3.9k", {"augmentation"}),
 }
 
@@ -97,6 +99,7 @@ def test_the_changes_are_the_ones_described():
     assert step["layers"] == after_each(without, "ReLU", "Dropout")  # dropout after every ReLU
     assert {m.p for m in step["model"].modules() if isinstance(m, nn.Dropout)} == {0.05}
     assert v["no-dropout"]["layers"] == without
+    assert step["dropout"] == {step3.Dropout} and v["nn-dropout"]["dropout"] == {nn.Dropout}
     first_pool = step["layers"].index("BinomialBlur") + 1  # the layers up to it are at 28x28
     at_28 = [layer for layer in step["layers"][:first_pool] if layer != "Dropout"]
     assert v["dropout-small-maps"]["layers"] == at_28 + step["layers"][first_pool:]

@@ -197,6 +197,9 @@ VARIANTS = {
                                    paired_with="conv-before-pool"),
     "no-dropout": STEP3.but("no dropout (step 3: 0.05 after every ReLU); its masks are a quarter of a CPU "
                             "training step", net=layout(conv=conv_bn_with())),
+    "nn-dropout": STEP3.but("torch's nn.Dropout, one random number an element, instead of step 3's Dropout (on a "
+                            "CPU four to a random number): the same masks in distribution; step 3 as it was",
+                            net=layout(conv=conv_bn_with(dropout=nn.Dropout))),
     "dropout-small-maps": STEP3.but(f"dropout only after the 3 convolutions that follow the first pool, none at "
                                     "28x28 (where most of its random masks are)",
                                     net=layout(conv_28=conv_bn_with())),
