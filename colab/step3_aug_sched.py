@@ -319,14 +319,14 @@ def save_plots(prefix, history, test_images, test_labels, predictions):
     save_figure(fig, f"{prefix}_confusion.png")
 
 def provenance(step, model_class, device, variant):
-    """What made a run: the commit (and whether tracked files differed from it), the variant (whose
+    """What made a run: the commit (and whether its code, not its outputs, differed), the variant (whose
     code is at that commit), the step's constants, threads, device, torch; on CUDA TF32 and determinism."""
     module = sys.modules[model_class.__module__]
     constants = {k: v for k, v in vars(sys.modules.get(step) or module).items() if k.isupper()}
     git = ["git", "-C", str(Path(getattr(module, "__file__", ".")).resolve().parent)]
     try:
         read = lambda *a: subprocess.run(git + [*a], capture_output=True, text=True, timeout=10, check=True).stdout
-        changed = read("status", "--porcelain", "--untracked-files=no")  # the runs' own outputs are untracked
+        changed = read("status", "--porcelain", "-uno", "--", ":/*.py", ":/Makefile", ":/requirements.txt")
         code = dict(commit=read("rev-parse", "HEAD").strip(), uncommitted_changes=bool(changed))
     except (OSError, subprocess.SubprocessError):  # a copied step (Colab): no repository
         code = dict(commit=None, uncommitted_changes=None, repository="none: not run from a git repository")

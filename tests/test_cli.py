@@ -44,6 +44,10 @@ def test_provenance_flags_changed_code_not_the_runs_own_outputs(tmp_path, monkey
     tiny = importlib.import_module("tiny_step")
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "tiny_step.json").write_text("{}")  # a run's output: untracked
+    (tmp_path / "results.md").write_text("old")  # a committed output that a run rewrites (make all)
+    for command in (["add", "results.md"], ["commit", "-qm", "results"]):
+        subprocess.run(git + command, check=True)
+    (tmp_path / "results.md").write_text("new")
     record = common.provenance("tiny_step", tiny.Net, torch.device("cpu"), "tiny")
     assert len(record["commit"]) == 40 and record["uncommitted_changes"] is False
     (tmp_path / "tiny_step.py").write_text("class Net:\n    changed = True\n")
