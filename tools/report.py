@@ -323,8 +323,8 @@ def write_experiments_md(folder, out_path, variants, reference="step3"):
              "thread count not recorded): rough; `tools/bench.py --variants A B` times variants side by side. "
              "Runs are paired only when both recorded the same thread count, which changes the last digits. "
              "*Commits* made the runs ('+': with uncommitted changes, which for runs recorded before "
-             "`uncommitted_changes` left untracked files out include other runs' outputs; 'unknown': recorded "
-             "before runs kept their commit).", "",
+             "`uncommitted_changes` counted only code (`*.py`, `Makefile`, `requirements.txt`) include other "
+             "runs' outputs; 'unknown': recorded before runs kept their commit).", "",
              "| variant | what changes | seeds | mean final | worst of last 5 | passing | paired vs "
              f"{reference} | s / epoch, median (threads) | commits | command |",
              "|---|---|---|---:|---:|---:|---|---:|---|---|"]
