@@ -195,8 +195,7 @@ VARIANTS = {
                                    "after block 2 (the first pool's blur is most of its time)",
                                    net=layout(last_after_pool=False, first_pool=lambda: nn.MaxPool2d(2)),
                                    paired_with="conv-before-pool"),
-    "no-dropout": STEP3.but("no dropout (step 3: 0.05 after every ReLU); its masks are a quarter of a CPU "
-                            "training step", net=layout(conv=conv_bn_with())),
+    "no-dropout": STEP3.but("no dropout (step 3: 0.05 after every ReLU)", net=layout(conv=conv_bn_with())),
     "nn-dropout": STEP3.but("torch's nn.Dropout, one random number an element, instead of step 3's Dropout (on a "
                             "CPU four to a random number): the same masks in distribution; step 3 as it was",
                             net=layout(conv=conv_bn_with(dropout=nn.Dropout))),
