@@ -47,7 +47,7 @@ class Dropout(nn.Dropout):
             return super().forward(x)
         bits = torch.randint(-2**63, 2**63 - 1, (x.numel() // 4 + 1,)).view(torch.int16)  # 4 per number, 16 bits
         keep = bits[:x.numel()].as_strided(x.shape, torch.empty_like(x).stride()) >= round(self.p * 2**16) - 2**15
-        return x * (keep * (1 / (1 - self.p)))  # the mask in x's memory layout: a fast product
+        return x * torch.where(keep, 1 / (1 - self.p), 0.0)  # the mask, scaled, in x's layout: a fast product
 
 
 def conv_bn(in_channels, out_channels, padding=0):
