@@ -18,10 +18,10 @@ Result (`make all`: seed 1, CPU, results.md; `make seeds`: seeds 21-30, results/
 Analysis
     The goal holds on every seed with a margin: from epoch 12 (the rate near its floor) a seed moves
     by under 0.1 point an epoch, about the test set's own sampling error, so changes are judged on
-    many seeds, paired (EXPERIMENTS.md). Dropout stays (without it: -0.033 +- 0.018, 6 seeds); on a
-    CPU its masks come four to a random number (make bench): -0.001 +- 0.017 with nn.Dropout's (10
-    seeds). Every width x0.85 (5,768 parameters): -0.048 +- 0.018, 10 of 10 seeds passing; x0.7
-    (3,833): -0.146 +- 0.022, 3 of 10 short; separable convolutions (3,898): 9 of 10 passing.
+    many seeds, paired (EXPERIMENTS.md). Dropout stays: without it an epoch takes 0.8x as long on a
+    CPU but loses 0.030 +- 0.012; none at 28x28 -0.031 +- 0.015, whole maps -0.064 +- 0.017, nn.Dropout's
+    own masks -0.001 +- 0.017 (10 seeds each). Every width x0.85 (5,768 parameters): -0.048 +- 0.018,
+    10 of 10 passing; x0.7 (3,833): -0.146 +- 0.022, 3 of 10 short; separable (3,898): 9 of 10 passing.
 """
 import math
 
