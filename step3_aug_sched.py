@@ -33,6 +33,7 @@ from common import main_guard, parse_args, run_step
 
 SETTINGS = dict(epochs=15, batch_size=128, lr=0.1)
 AUGMENTATION = dict(degrees=10.0, zoom=0.1, shift=2.0)  # per image: up to 10°, 10% zoom, 2 px shift
+WIDTHS = (8, 8, 12, 14, 16, 16)  # channels: three convolutions at 28x28, two from 14 to 10, one after the last pool
 DROPOUT = 0.05
 WEIGHT_DECAY = 1e-4
 WARMUP_END = 0.2  # share of the steps spent raising the rate to its peak
@@ -40,31 +41,24 @@ ANNEAL_END = 0.75  # share of the steps after which the rate stays at its floor
 RATE_FLOOR = 0.01  # the floor, as a share of --lr
 
 
-class Dropout(nn.Dropout):
-    """nn.Dropout drawing a quarter of the random numbers on a CPU, where one an element was a quarter of a step."""
-    def forward(self, x):
-        if not self.training or x.device.type != "cpu":  # elsewhere nn.Dropout's own kernel is fast
-            return super().forward(x)
-        bits = torch.randint(-2**63, 2**63 - 1, (x.numel() // 4 + 1,)).view(torch.int16)  # 4 per number, 16 bits
-        keep = bits[:x.numel()].as_strided(x.shape, torch.empty_like(x).stride()) >= round(self.p * 2**16) - 2**15
-        return x * torch.where(keep, 1 / (1 - self.p), 0.0)  # the mask, scaled, in x's layout: a fast product
-
-
 def conv_bn(in_channels, out_channels, padding=0):
     """3x3 convolution -> BatchNorm -> ReLU -> dropout (no conv bias: BatchNorm has one)."""
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU(), Dropout(DROPOUT))
+                         nn.BatchNorm2d(out_channels), nn.ReLU(), nn.Dropout(DROPOUT))
 
 
-class BinomialBlur(nn.AvgPool2d):
-    """A fixed 3x3 blur ([1, 2, 1] x [1, 2, 1] / 16) at stride 2 per channel: a weighted AvgPool2d, for the summary."""
+class BinomialBlur(nn.Module):
+    """A fixed 3x3 blur ([1, 2, 1] x [1, 2, 1] / 16) of each channel, at stride 2."""
+    kernel_size, stride, padding = 3, 2, 1  # as a pool has them: the receptive-field table reads them
+
     def __init__(self):
-        super().__init__(3, stride=2, padding=1)
+        super().__init__()
         binomial = torch.tensor([1.0, 2.0, 1.0])
         self.register_buffer("weight", (binomial[:, None] * binomial[None, :] / 16)[None, None])
 
     def forward(self, x):
-        return F.conv2d(x, self.weight.expand(x.shape[1], 1, 3, 3), stride=2, padding=1, groups=x.shape[1])
+        return F.conv2d(x, self.weight.expand(x.shape[1], 1, 3, 3), stride=self.stride, padding=self.padding,
+                        groups=x.shape[1])
 
 
 def pool():
@@ -74,17 +68,18 @@ def pool():
 
 
 class Net(nn.Module):
-    def __init__(self):
+    def __init__(self, widths=WIDTHS):
         super().__init__()
+        a, b, c, d, e, f = widths
         # Three padded convolutions see 7x7 pixels at 28x28 before the first pool (step 2: 5x5).
-        self.block1 = nn.Sequential(conv_bn(1, 8, padding=1), conv_bn(8, 8, padding=1),
-                                    conv_bn(8, 12, padding=1))  # 28, RF 7
+        self.block1 = nn.Sequential(conv_bn(1, a, padding=1), conv_bn(a, b, padding=1),
+                                    conv_bn(b, c, padding=1))  # 28, RF 7
         self.transition1 = pool()  # -> 14, RF 10
-        self.block2 = nn.Sequential(conv_bn(12, 14), conv_bn(14, 16))  # -> 10, RF 18
+        self.block2 = nn.Sequential(conv_bn(c, d), conv_bn(d, e))  # -> 10, RF 18
         self.transition2 = pool()  # -> 5, RF 24
-        self.block3 = conv_bn(16, 16)  # -> 3, RF 32: each output sees more than the digit
+        self.block3 = conv_bn(e, f)  # -> 3, RF 32: each output sees more than the digit
         # Average over the 3x3 map (RF 32 + 2 * 4 = 40), then a 1x1 convolution to 10 classes.
-        self.output = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(16, 10, 1), nn.Flatten())
+        self.output = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(f, 10, 1), nn.Flatten())
 
     def forward(self, x):
         return self.output(self.block3(self.transition2(self.block2(self.transition1(self.block1(x))))))

@@ -20,13 +20,11 @@ import sys
 import time
 import weakref
 from dataclasses import dataclass, field, replace
-from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import common  # noqa: E402
@@ -34,21 +32,18 @@ import report  # noqa: E402
 import step3_aug_sched as step3  # noqa: E402
 
 STEP = "step3_aug_sched"
-DROPOUT = step3.DROPOUT  # the dropout of the variants that place it elsewhere
-WIDTHS = dict(block1=(8, 8, 12), block2=(14, 16, 16))  # step 3's
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """What makes step 3 one variant: the data train_one_seed receives, step 3's own pieces
-    unless a variant names others. `augmentation` is a dict (see common.random_affine) or a
-    function of (epoch, epochs) giving the epoch's; `warp` resamples a batch (common.affine);
-    `test` is the test pass (common.evaluate); `paired_with` the variant it is judged against."""
+    """What makes step 3 one variant: the pieces train_one_seed receives, step 3's own unless a variant
+    names others. `net` builds the model; `augmentation` is a dict (see common.random_affine) or a
+    function of (epoch, epochs) giving the epoch's; `test` is the evaluation pass (common.evaluate);
+    `paired_with` the variant it is judged against."""
     what: str
-    net: type = step3.Net
+    net: Callable = step3.Net
     make_optimizer: Callable = step3.make_optimizer
     augmentation: object = field(default_factory=lambda: dict(step3.AUGMENTATION))
-    warp: Callable = common.affine
     test: Callable = common.evaluate
     paired_with: str = "step3"
 
@@ -57,97 +52,46 @@ class Recipe:
         return replace(self, what=what, **changes)
 
 
-def conv_bn_with(activation=nn.ReLU, dropout=None):
-    """step3.conv_bn with another activation, and a dropout layer (a class) after it."""
-    def conv_bn(in_channels, out_channels, padding=0):
-        layers = [nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
-                  nn.BatchNorm2d(out_channels), activation()]
-        return nn.Sequential(*layers, *([dropout(DROPOUT)] if dropout else []))
-    return conv_bn
+def net(widths=step3.WIDTHS, *edits):
+    """Step 3's Net (its one definition) at `widths`, then changed in place by each of `edits`."""
+    def build():
+        model = step3.Net(widths)
+        for edit in edits:
+            edit(model)
+        return model
+    return build
 
 
-def layout(block1=WIDTHS["block1"], block2=WIDTHS["block2"], conv=step3.conv_bn, pool=step3.pool, conv_28=None,
-           first_pool=None, dropout_after_pool=False, last_after_pool=True, squeeze_excite=False):
-    """Step 3's network from its pieces, with other ones where a variant says: `block1` = the
-    channels of the three padded 28x28 convolutions, `block2` = those of the three unpadded ones
-    after the first pool, the last of them after the second pool (14 -> 10, pool, 5 -> 3); with
-    `last_after_pool=False` before it (14 -> 8, pool to 4x4); `conv_28`, if given, makes the 28x28
-    ones (else `conv`). With the defaults it is step 3's
-    Net: same layers, created in the same order, so the same seed gives the same weights."""
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            a, b, c = block1
-            conv_first = conv_28 or conv
-            self.block1 = nn.Sequential(conv_first(1, a, 1), conv_first(a, b, 1), conv_first(b, c, 1))
-            dropout = [step3.Dropout(DROPOUT)] if dropout_after_pool else []
-            self.transition1 = nn.Sequential((first_pool or pool)(), *dropout)
-            d, e, f = block2
-            middle = [conv(c, d), conv(d, e), conv(e, f)]
-            self.block2 = nn.Sequential(*middle[:2 if last_after_pool else 3])
-            self.transition2 = nn.Sequential(pool(), *(middle[2:] if last_after_pool else []))
-            if squeeze_excite:
-                self.block1.append(SqueezeExcite(c))
-                self.block2.append(SqueezeExcite(middle[1 if last_after_pool else 2][0].out_channels))
-            self.output = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(f, 10, 1), nn.Flatten())
+def swap(kind, make, under=""):
+    """An edit: every `kind` layer (of the block named `under`, if given) replaced by make(layer)."""
+    def edit(model):
+        for name, module in list(model.named_modules()):
+            for child_name, child in module.named_children():
+                if isinstance(child, kind) and name.startswith(under):
+                    setattr(module, child_name, make(child))
+    return edit
 
-        def forward(self, x):
-            return self.output(self.transition2(self.block2(self.transition1(self.block1(x)))))
-    return Net
+
+def conv_before_pool(model):
+    """An edit: the last 3x3 convolution before the second pool (14 -> 8, pooled to 4x4), not after it."""
+    model.block2.append(model.block3)
+    model.block3 = nn.Identity()
+
+
+def plain_max_pool_first(model):
+    model.transition1 = nn.MaxPool2d(2)
+
+
+def separable(conv):
+    """A depthwise-separable stand-in for a 3x3 convolution: a 3x3 per channel, then a 1x1 across channels
+    (9 x in + in x out weights, not 9 x in x out)."""
+    return nn.Sequential(nn.Conv2d(conv.in_channels, conv.in_channels, 3, groups=conv.in_channels, bias=False),
+                         nn.Conv2d(conv.in_channels, conv.out_channels, 1, bias=False))
 
 
 def scaled(factor):
     """Step 3's widths, each times `factor`, rounded: the frontier of sizes keeps its design."""
-    return {block: tuple(int(width * factor + 0.5) for width in widths) for block, widths in WIDTHS.items()}
-
-
-def separable_conv_bn(in_channels, out_channels, padding=0, dropout=DROPOUT):
-    """A depthwise-separable 3x3 convolution (a 3x3 per channel, then a 1x1 across channels:
-    9 x in + in x out weights, not 9 x in x out) -> BatchNorm -> ReLU -> dropout (none if 0)."""
-    return nn.Sequential(nn.Conv2d(in_channels, in_channels, 3, padding=padding, groups=in_channels, bias=False),
-                         nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels),
-                         nn.ReLU(), *([step3.Dropout(dropout)] if dropout else []))
-
-
-class SqueezeExcite(nn.Module):
-    """Squeeze-and-excitation (Hu et al. 2018): each channel scaled by a gate in (0, 1)
-    computed from the average of all channels over the whole map."""
-    def __init__(self, channels, reduction=4):
-        super().__init__()
-        self.gate = nn.Sequential(nn.Conv2d(channels, channels // reduction, 1), nn.ReLU(),
-                                  nn.Conv2d(channels // reduction, channels, 1), nn.Sigmoid())
-
-    def forward(self, x):
-        # The mean as a tensor op, not a pooling layer: the summary's receptive field is
-        # that of the path through the convolutions.
-        return x * self.gate(x.mean((2, 3), keepdim=True))
-
-
-ELASTIC_PIXELS = 2.0  # largest displacement of the elastic variant's random field
-ELASTIC_POINTS = 4  # its control points per side: smooth over about 9 pixels
-SHEAR = 0.15  # largest horizontal shear of the shear variant (x moves by SHEAR * y)
-
-
-def affine_and_elastic(images, angles, zooms=None, shifts=None, pixels=ELASTIC_PIXELS):
-    """Step 3's affine warp and, in the same resampling, an elastic one: every pixel also
-    moves by a smooth random field, uniform random displacements on a 4x4 grid of
-    control points, interpolated (bicubic) to every pixel."""
-    n, size = len(images), images.shape[-1]
-    field = torch.rand(n, 2, ELASTIC_POINTS, ELASTIC_POINTS) * 2 - 1  # CPU draws, any device
-    field = F.interpolate(field, size=(size, size), mode="bicubic", align_corners=True)
-    return common.affine(images, angles, zooms, shifts, displacement=field.permute(0, 2, 3, 1) * pixels)
-
-
-def affine_and_shear(images, angles, zooms=None, shifts=None, shear=SHEAR):
-    """Step 3's affine warp and, in the same resampling, a random horizontal shear about
-    the centre (the slant of handwriting): x moves by s * (y - centre), s uniform in
-    [-shear, shear] per image."""
-    n, size = len(images), images.shape[-1]
-    slopes = (torch.rand(n) * 2 - 1) * shear  # CPU draws, any device
-    rows = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    displacement = torch.zeros(n, size, size, 2)
-    displacement[..., 0] = slopes[:, None, None] * rows[None, :, None]
-    return common.affine(images, angles, zooms, shifts, displacement=displacement)
+    return tuple(int(width * factor + 0.5) for width in step3.WIDTHS)
 
 
 def plain_last_third(epoch, epochs):
@@ -180,7 +124,8 @@ STEP3 = Recipe("step 3 unchanged")
 # The variants run on step 3 as it was with its last 3x3 convolution before the second pool are
 # defined on that version, and paired with it.
 BEFORE = STEP3.but("the last 3x3 convolution before the second pool (14 -> 8, pooled to 4x4, RF 28 before the "
-                   "average), not after it (5 -> 3, RF 32)", net=layout(last_after_pool=False))
+                   "average), not after it (5 -> 3, RF 32)", net=net(step3.WIDTHS, conv_before_pool))
+no_dropout = swap(nn.Dropout, lambda layer: nn.Identity())
 VARIANTS = {
     "step3": STEP3,
     "conv-before-pool": BEFORE,
@@ -193,73 +138,41 @@ VARIANTS = {
                                    test=evaluate_average, paired_with="conv-before-pool"),
     "blur-second-only": BEFORE.but("conv-before-pool, and a plain max-pool after block 1, the anti-aliased one only "
                                    "after block 2 (the first pool's blur is most of its time)",
-                                   net=layout(last_after_pool=False, first_pool=lambda: nn.MaxPool2d(2)),
+                                   net=net(step3.WIDTHS, conv_before_pool, plain_max_pool_first),
                                    paired_with="conv-before-pool"),
-    "no-dropout": STEP3.but("no dropout (step 3: 0.05 after every ReLU)", net=layout(conv=conv_bn_with())),
-    "nn-dropout": STEP3.but("torch's nn.Dropout, one random number an element, instead of step 3's Dropout (on a "
-                            "CPU four to a random number): the same masks in distribution; step 3 as it was",
-                            net=layout(conv=conv_bn_with(dropout=nn.Dropout))),
-    "dropout-small-maps": STEP3.but(f"dropout only after the 3 convolutions that follow the first pool, none at "
+    "no-dropout": STEP3.but(f"no dropout (step 3: {step3.DROPOUT} after every ReLU)",
+                            net=net(step3.WIDTHS, no_dropout)),
+    "dropout-small-maps": STEP3.but("dropout only after the 3 convolutions that follow the first pool, none at "
                                     "28x28 (where most of its random masks are)",
-                                    net=layout(conv_28=conv_bn_with())),
-    "dropout2d": STEP3.but(f"Dropout2d {DROPOUT} (whole maps) instead of Dropout",
-                           net=layout(conv=conv_bn_with(dropout=nn.Dropout2d))),
-    "dropout-after-pool": STEP3.but(f"no dropout at 28x28, one ({DROPOUT}) after the first pool instead",
-                                    net=layout(conv_28=conv_bn_with(), dropout_after_pool=True)),
-    "silu": STEP3.but("SiLU instead of ReLU", net=layout(conv=conv_bn_with(activation=nn.SiLU, dropout=step3.Dropout))),
-    "mild-augmentation": STEP3.but("7 degrees, 5% zoom, 1 pixel shift (step 3: 10, 10%, 2)",
-                                   augmentation=dict(degrees=7.0, zoom=0.05, shift=1.0)),
-    "elastic": STEP3.but(f"step 3's augmentation and an elastic warp of up to {ELASTIC_PIXELS:g} pixels",
-                         warp=affine_and_elastic),
-    "shear": STEP3.but(f"step 3's augmentation and a random slant (horizontal shear up to {SHEAR:g})",
-                       warp=affine_and_shear),
-    "weight-decay-5e-4": STEP3.but("weight decay 5e-4 instead of 1e-4",
-                                   make_optimizer=partial(step3.make_optimizer, weight_decay=5e-4)),
-    "anneal-90": STEP3.but("the cosine reaches its floor at 90% of the steps (step 3: 75%)",
-                           make_optimizer=partial(step3.make_optimizer, anneal_end=0.9)),
-    "wide-28x28": STEP3.but("1 -> 10 -> 10 -> 12 at 28x28, middle 12 -> 14 -> 14 -> 16",
-                            net=layout((10, 10, 12), (14, 14, 16))),
-    "max-pool": STEP3.but("plain 2x2 max-pools instead of anti-aliased ones", net=layout(pool=lambda: nn.MaxPool2d(2))),
-    "squeeze-excite": STEP3.but("a squeeze-and-excitation gate after each block (235 parameters)",
-                                net=layout(squeeze_excite=True)),
-    "wide-end": STEP3.but("middle 12 -> 12 -> 16 -> 20: 20 channels into the average (step 3: 16)",
-                          net=layout(block2=(12, 16, 20))),
-    "wide-end-short-warmup": STEP3.but("wide-end, and the warm-up over 5% of the steps (step 3: 20%)",
-                                       net=layout(block2=(12, 16, 20)),
-                                       make_optimizer=partial(step3.make_optimizer, warmup_end=0.05)),
+                                    net=net(step3.WIDTHS, swap(nn.Dropout, lambda layer: nn.Identity(), "block1"))),
+    "dropout2d": STEP3.but(f"Dropout2d {step3.DROPOUT} (whole maps) instead of Dropout",
+                           net=net(step3.WIDTHS, swap(nn.Dropout, lambda layer: nn.Dropout2d(layer.p)))),
 }
 FRONTIER = (0.45, 0.55, 0.7, 0.85)  # with step 3 (x1): about 1,600 to 7,700 parameters
 for factor in FRONTIER:
     widths = scaled(factor)
     VARIANTS[f"widths-x{factor:g}"] = STEP3.but(
-        f"every width x{factor:g}: 1 -> {' -> '.join(map(str, widths['block1']))} at 28x28, then "
-        f"{' -> '.join(map(str, widths['block2']))} (the frontier of sizes)", net=layout(**widths))
+        f"every width x{factor:g}: 1 -> {' -> '.join(map(str, widths[:3]))} at 28x28, then "
+        f"{' -> '.join(map(str, widths[3:]))} (the frontier of sizes)", net=net(widths))
 # Designed for their size; EXPERIMENTS.md shows them beside the frontier.
-SMALL_DESIGNS = ("separable-3.9k", "separable-3.9k-no-dropout", "separable-3.9k-mild-augmentation")
-SEPARABLE = VARIANTS["separable-3.9k"] = STEP3.but(
+SMALL_DESIGNS = ("separable-3.9k",)
+VARIANTS["separable-3.9k"] = STEP3.but(
     "under 4,000 parameters by design: step 3's 28x28 block, then depthwise-separable convolutions "
     "12 -> 20 -> 24 -> 28 (each a 3x3 per channel and a 1x1 across)",
-    net=layout(block2=(20, 24, 28), conv=separable_conv_bn, conv_28=step3.conv_bn), paired_with="widths-x0.7")
-# A small network fits its training digits less well (it ends below its test accuracy): less regularisation.
-VARIANTS["separable-3.9k-no-dropout"] = SEPARABLE.but(
-    "separable-3.9k without dropout (half the network's size leaves less to regularise; its masks also cost "
-    "CPU time)", net=layout(block2=(20, 24, 28), conv=partial(separable_conv_bn, dropout=0), conv_28=conv_bn_with()),
-    paired_with="separable-3.9k")
-VARIANTS["separable-3.9k-mild-augmentation"] = SEPARABLE.but(
-    "separable-3.9k with milder augmentation, as mild-augmentation (up to 7°, 5% zoom, 1 px)",
-    augmentation=dict(VARIANTS["mild-augmentation"].augmentation), paired_with="separable-3.9k")
+    net=net((8, 8, 12, 20, 24, 28), swap(nn.Conv2d, separable, "block2"), swap(nn.Conv2d, separable, "block3")),
+    paired_with="widths-x0.7")
 
 
 def train_seeds(name, seeds, args, out):
     """Train variant `name` once per seed in this process."""
     recipe = VARIANTS[name]
     device = common.pick_device(args.device)
-    data = common.load_mnist(args.data_dir, device, args.subset)
+    data = common.load_mnist(args.data_dir, device, args.subset, args.validation)
     for seed in seeds:
         print(f"--- seed {seed}", flush=True)
         common.train_one_seed(STEP, recipe.net, recipe.make_optimizer, args, data, device, seed,
-                              out / "seeds" / f"{STEP}_seed{seed}.json", recipe.augmentation, name,
-                              recipe.warp, recipe.test)
+                              out / "seeds" / f"{STEP}_seed{seed}.json", recipe.augmentation, name, recipe.test,
+                              recipe_file=None if name == "step3" else __file__)
 
 
 def write_variants_json(path):
