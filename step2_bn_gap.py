@@ -65,7 +65,7 @@ def make_optimizer(model, args, steps_per_epoch):
 
 def main(argv=None):
     args = parse_args(__doc__, SETTINGS, argv)
-    run_step("step2_bn_gap", Net, make_optimizer, args)
+    return run_step("step2_bn_gap", Net, make_optimizer, args)
 
 
 if __name__ == "__main__":

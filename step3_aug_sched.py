@@ -102,7 +102,7 @@ def make_optimizer(model, args, steps_per_epoch, weight_decay=WEIGHT_DECAY, warm
 
 
 def main(argv=None):
-    run_step("step3_aug_sched", Net, make_optimizer, parse_args(__doc__, SETTINGS, argv), AUGMENTATION)
+    return run_step("step3_aug_sched", Net, make_optimizer, parse_args(__doc__, SETTINGS, argv), AUGMENTATION)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ Analysis
 
 # ------------------------------ from common.py
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -52,6 +53,7 @@ from tqdm import tqdm
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # over the 60k training pixels, in [0, 1]
 BACKGROUND = (0.0 - MNIST_MEAN) / MNIST_STD  # a black pixel after normalisation
 TARGET_ACC = 99.4  # percent, the project's goal
+TRAIN_IMAGES, VALIDATION_IMAGES = 60000, 10000  # --validation holds out the last 10,000 training images
 DATA_DIR_ENV = "MNIST_DATA_DIR"
 MNIST_FILES = {  # name -> (magic number, shape): the IDX header every MNIST file must carry
     "train-images-idx3-ubyte": (2051, (60000, 28, 28)), "train-labels-idx1-ubyte": (2049, (60000,)),
@@ -73,31 +75,41 @@ def parse_args(doc, defaults, argv=None):
     add("--data-dir", default=os.environ.get(DATA_DIR_ENV, "data"),
         help=f"folder holding MNIST/raw/*-ubyte, downloaded there if missing; also set by {DATA_DIR_ENV}")
     add("--subset", type=int, help="train on the first N training images only (smoke runs)")
+    add("--validation", action="store_true", help=f"train on the first {TRAIN_IMAGES - VALIDATION_IMAGES:,} "
+        f"training images, measure on the last {VALIDATION_IMAGES:,}, never on the test set: for choosing")
     add("--out", default="results", help="folder for the run's JSON, plots and checkpoint")
     add("--save-model", action="store_true", help="also write the trained weights to <out>/<step>.pt")
     args = parser.parse_args(argv)
     # Refuse bad values and an unavailable device now, before any data is read.
-    for name in ("epochs", "batch_size", "lr", "subset"):
-        value = getattr(args, name)
+    for name, value in ((n, getattr(args, n)) for n in ("epochs", "batch_size", "lr", "subset")):
         if value is not None and not (value > 0 and math.isfinite(value)):
             parser.error(f"argument --{name.replace('_', '-')}: must be positive, got {value}")
+    if (args.subset or 0) > (available := TRAIN_IMAGES - VALIDATION_IMAGES * args.validation):
+        parser.error(f"argument --subset: {args.subset:,} is more than the {available:,} training images there are")
     if args.device in ("cuda", "mps") and pick_device() != torch.device(args.device):
         parser.error(f"--device {args.device}: no {args.device.upper()} device is available here")
     return args
 
 def pick_device(name="auto"):
-    if name == "auto":
+    if name == "auto":  # the first of CUDA, Apple's MPS, the CPU
         name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     return torch.device(name)
 
-def seed_everything(seed):
-    """Seed torch (weights, dropout); return a CPU generator for data order and augmentation."""
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-def check_mnist_files(data_dir):
-    """Refuse a damaged MNIST file, naming it: IDX header, size, and SHA256SUMS if present."""
-    for name, (magic, shape) in MNIST_FILES.items():
+def load_mnist(data_dir, device, subset=None, validation=False):
+    """Training and evaluation images (normalised, N x 1 x 28 x 28) and labels on `device`, downloaded if missing
+    and checked (IDX headers, sizes). Evaluation: the test set; with `validation`, the last 10,000 training images."""
+    if not all(Path(data_dir, "MNIST", "raw", name).exists() for name in MNIST_FILES):
+        socket.setdefaulttimeout(15)  # fail in seconds, not minutes, without a network
+        try:
+            import torchvision  # only to download: importing it takes longer than one step's data
+            torchvision.datasets.MNIST(data_dir, train=True, download=True)
+            torchvision.datasets.MNIST(data_dir, train=False, download=True)
+        except Exception as error:
+            reason = (str(error).strip().splitlines() or [repr(error)])[-1].strip()  # its last line says why
+            raise UserError(f"MNIST is not in {os.path.abspath(data_dir)} and could not be downloaded ({reason}).\n"
+                            f"Point --data-dir (or the {DATA_DIR_ENV} environment variable) at a folder holding "
+                            f"MNIST/raw/ with the files {', '.join(MNIST_FILES)}.") from None
+    for name, (magic, shape) in MNIST_FILES.items():  # refuse a damaged file, naming it
         path = Path(data_dir, "MNIST", "raw", name)
         with open(path, "rb") as f:
             header = [int.from_bytes(f.read(4), "big") for _ in range(1 + len(shape))]
@@ -105,34 +117,14 @@ def check_mnist_files(data_dir):
         if header != [magic, *shape] or size != expected_size:
             raise UserError(f"{path} is truncated or corrupted: {size} bytes (expected {expected_size}), header "
                             f"{header} (expected {[magic, *shape]}). Delete it and download MNIST again.")
-    sums = Path(data_dir, "SHA256SUMS")
-    for line in sums.read_text().splitlines() if sums.exists() else []:
-        digest, _, name = line.strip().partition("  ")
-        if name and hashlib.sha256(Path(data_dir, name).read_bytes()).hexdigest() != digest:
-            raise UserError(f"{Path(data_dir, name)} does not match its checksum in {sums}: "
-                            f"the file is corrupted. Copy or download it again.")
-
-def load_mnist(data_dir, device, subset=None):
-    """Train and test images (normalised, N x 1 x 28 x 28) and labels on `device`; downloaded if missing."""
-    if not all(Path(data_dir, "MNIST", "raw", name).exists() for name in MNIST_FILES):
-        socket.setdefaulttimeout(15)  # fail in seconds, not minutes, without a network
-        try:
-            import torchvision  # only to download: importing it takes longer than one step's data
-            for train in (True, False):
-                torchvision.datasets.MNIST(data_dir, train=train, download=True)
-        except Exception as error:
-            reason = (str(error).strip().splitlines() or [repr(error)])[-1].strip()
-            raise UserError(f"MNIST is not in {os.path.abspath(data_dir)} and could not be downloaded "
-                            f"({reason}).\nPoint --data-dir (or the {DATA_DIR_ENV} environment variable) at "
-                            f"a folder holding MNIST/raw/ with the files {', '.join(MNIST_FILES)}.") from None
-    check_mnist_files(data_dir)
-    tensors = []
-    for (name, (_, shape)), count in zip(MNIST_FILES.items(), (subset, subset, None, None)):  # all test images
-        raw = torch.frombuffer(bytearray(Path(data_dir, "MNIST", "raw", name).read_bytes()), dtype=torch.uint8)
-        values = raw[4 + 4 * len(shape):].view(shape)[:count]  # after the IDX header, checked above
-        tensors.append(((values.float() / 255 - MNIST_MEAN) / MNIST_STD).unsqueeze(1) if len(shape) == 3
-                       else values.long())
-    return [t.to(device) for t in tensors]
+    raw = [torch.frombuffer(bytearray(Path(data_dir, "MNIST", "raw", name).read_bytes()), dtype=torch.uint8)
+           [4 + 4 * len(shape):].view(shape) for name, (_, shape) in MNIST_FILES.items()]  # after the IDX header
+    train_x, eval_x = (((x.float() / 255 - MNIST_MEAN) / MNIST_STD).unsqueeze(1) for x in raw[0::2])
+    train_y, eval_y = (y.long() for y in raw[1::2])
+    if validation:  # held out: never trained on; the test set is not used at all
+        (train_x, eval_x), (train_y, eval_y) = ((t[:-VALIDATION_IMAGES], t[-VALIDATION_IMAGES:])
+                                                for t in (train_x, train_y))
+    return [t.to(device) for t in (train_x[:subset], train_y[:subset], eval_x, eval_y)]
 
 def random_affine(n, augmentation, generator):
     """Per image, for `augmentation` = dict(degrees=..., zoom=..., shift=...): an angle, a zoom - 1
@@ -141,89 +133,93 @@ def random_affine(n, augmentation, generator):
     angles, zooms = uniform(n) * augmentation["degrees"], 1 + uniform(n) * augmentation.get("zoom", 0.0)
     return angles, zooms, uniform(n, 2) * augmentation.get("shift", 0.0)
 
-def affine(images, angles, zooms=None, shifts=None, displacement=None):
-    """Rotate each image by its own angle (degrees, counter-clockwise as RandomRotation), zoom it (>1 enlarges)
-    and shift it (pixels, x then y: right and down), in one bilinear grid_sample for the batch, filling with
-    the background. `displacement` (N x H x W x 2, pixels) moves where each output pixel is sampled from."""
+def affine(images, angles, zooms=None, shifts=None):
+    """Rotate each image by its own angle (degrees, counter-clockwise as RandomRotation), zoom it (>1 enlarges) and
+    shift it (pixels, x then y: right and down), in one bilinear grid_sample for the batch, filling with background."""
     n, size = len(images), images.shape[-1]
     radians = angles.to(images.device, images.dtype) * (math.pi / 180)
     zooms = torch.ones_like(radians) if zooms is None else zooms.to(radians)
     shifts = torch.zeros(n, 2).to(radians) if shifts is None else shifts.to(radians) * (2 / size)
-    # affine_grid maps output coordinates to input ones: the inverse of the transform,
-    # input = M (output - shift) with M = rotation / zoom.
+    # affine_grid maps output to input coordinates (the inverse): input = M (output - shift), M = rotation / zoom
     cos, sin = torch.cos(radians) / zooms, torch.sin(radians) / zooms
     matrix = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
     offset = -(matrix @ shifts.unsqueeze(2))
     grid = F.affine_grid(torch.cat([matrix, offset], 2), list(images.shape), align_corners=False)
-    if displacement is not None:
-        grid = grid + displacement.to(grid) * (2 / size)
     # Sampling outside the image gives 0; shift values so that 0 is the background.
     return F.grid_sample(images - BACKGROUND, grid, mode="bilinear", align_corners=False) + BACKGROUND
 
 def summarize(model, input_shape=(1, 1, 28, 28)):
-    """Run one blank image through `model` and record, per leaf layer in the order it runs, its output shape,
-    parameters, multiply-adds, receptive field r and jump j (input pixels between neighbouring outputs). Both
-    start at 1; kernel k, stride s, dilation d give r += (k - 1) * d * j and j *= s; a global pool sees it all."""
-    rows, rf, jump = [], 1, 1
-
+    """Per leaf layer of `model`, in the order it runs on a blank image: shapes, kernel k, padding p, stride s (none:
+    1, 0, 1), parameters, multiply-adds, and before and after it the receptive field r, the jump j (input pixels
+    between neighbouring units), c the centre of the first unit's field. From r = j = 1, c = 0: c += ((k - 1) d / 2
+    - p) j, r += (k - 1) d j, j *= s (d: dilation); a global pool's k is its input's size."""
+    rows, rf, jump, start = [], 1, 1, 0.0
     def hook(module, inputs, output):
-        nonlocal rf, jump
-        # Convolutions and pools have these attributes (an int or a pair); other layers count as 1x1.
-        kernel, stride, dilation = (nn.modules.utils._pair(getattr(module, name, 1))[0]
-                                    for name in ("kernel_size", "stride", "dilation"))
-        if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        nonlocal rf, jump, start
+        kernel, stride, dilation, padding = (nn.modules.utils._pair(getattr(module, name, int(name != "padding")))[0]
+                                             for name in ("kernel_size", "stride", "dilation", "padding"))
+        if is_global := isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
             kernel = stride = inputs[0].shape[-1] // output.shape[-1]
+        before = dict(rf_in=rf, jump_in=jump, start_in=start)
+        start += ((kernel - 1) * dilation / 2 - padding) * jump
         rf += (kernel - 1) * dilation * jump
         jump *= stride
-        macs = (output[0].numel() * module.weight[0].numel() if isinstance(module, nn.Conv2d) else
-                module.weight.numel() if isinstance(module, nn.Linear) else
-                output[0].numel() * kernel * kernel if isinstance(module, nn.AvgPool2d) else 0)  # a weighted sum
-        rows.append(dict(name=names[module], layer=type(module).__name__, shape=tuple(output.shape[1:]),
-                         params=count_params(module), macs=macs, rf=rf, jump=jump))
-
+        weight = getattr(module, "weight", None)  # a convolution's, or a fixed filter's (a buffer)
+        macs = (output[0].numel() * weight[0].numel() if isinstance(weight, torch.Tensor) and weight.dim() == 4
+                else weight.numel() if isinstance(module, nn.Linear) else 0)
+        rows.append(dict(name=names[module], layer=type(module).__name__, input=tuple(inputs[0].shape[1:]),
+                         shape=tuple(output.shape[1:]), kernel=kernel, padding=padding, stride=stride, **before,
+                         jump=jump, rf=rf, start=start, params=count_params(module), macs=macs,
+                         spatial=is_global or hasattr(module, "kernel_size")))
     names = {m: n for n, m in model.named_modules()}
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
-    was_training = model.training
-    with torch.no_grad():  # in eval mode: BatchNorm must not update its statistics here
+    with torch.no_grad():  # in eval mode (training sets train mode): BatchNorm keeps its statistics
         model.eval()(torch.zeros(input_shape, device=next(model.parameters()).device))
     for handle in handles:
         handle.remove()
-    model.train(was_training)
     return rows
 
 def format_summary(rows):
-    lines = [f"{'layer':<14}{'type':<18}{'output':>12}{'params':>9}{'MACs':>10}{'RF':>5}{'jump':>6}"]
-    lines += [f"{r['name']:<14}{r['layer']:<18}{'x'.join(map(str, r['shape'])):>12}{r['params']:>9,}"
-              f"{r['macs']:>10,}{r['rf']:>5}{r['jump']:>6}" for r in rows]
-    lines.append(f"total: {sum(r['params'] for r in rows):,} parameters, {sum(r['macs'] for r in rows):,} "
-                 f"multiply-adds per image, receptive field {rows[-1]['rf']} px")
-    return "\n".join(lines)
+    """The receptive-field table (markdown): one line per layer with a kernel (convolution, pool, blur), the
+    layers after it that keep its size (BatchNorm, ReLU, dropout) folded in, with their parameters."""
+    table, size = [], lambda shape: "x".join(map(str, shape))
+    for r in rows:
+        if r["spatial"] or not table:
+            table.append(dict(r, ops=[r["layer"]]))
+        else:  # a layer that keeps the size (BatchNorm, ReLU, dropout) joins the row before it
+            table[-1].update(shape=r["shape"], params=table[-1]["params"] + r["params"],
+                             ops=table[-1]["ops"] + [r["layer"]])
+    lines = ["| layer | operation | input | kernel | padding | stride | output | jump in | jump out | RF in | RF out "
+             "| params | MACs |", "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['name']} | {' + '.join(r['ops'])} | {size(r['input'])} | {r['kernel']} | {r['padding']} | "
+              f"{r['stride']} | {size(r['shape'])} | {r['jump_in']} | {r['jump']} | {r['rf_in']} | {r['rf']} | "
+              f"{r['params']:,} | {r['macs']:,} |" for r in table]
+    params, macs = sum(r["params"] for r in rows), sum(r["macs"] for r in rows)
+    return "\n".join(lines + [f"\ntotal: {params:,} parameters, {macs:,} multiply-adds per image, receptive field "
+                              f"{rows[-1]['rf']} px"])
 
 def count_params(model):
     return sum(p.numel() for p in model.parameters())
 
 class Diverged(UserError):
-    """The training loss became NaN or infinite."""
+    status = "diverged"  # the training loss became NaN or infinite
 
-def train_epoch(model, optimizer, scheduler, images, labels, batch_size, generator,
-                augmentation=None, warp=affine, desc="train", refresh_every=50):
-    """One pass over the training set in a fresh order, augmenting with `warp` when `augmentation` is given.
-    Losses and counts stay on the device, read every `refresh_every` steps: a GPU never waits."""
+def train_epoch(model, optimizer, scheduler, images, labels, batch_size, generator, augmentation=None,
+                desc="train", refresh_every=50):
+    """One pass over the training set in a fresh order, each digit warped (`affine`) if `augmentation` is given.
+    Losses and counts stay on the device, read every `refresh_every` steps: a GPU seldom waits."""
     model.train()
     device, n = images.device, len(images)
     order = torch.randperm(n, generator=generator).to(device)
     if augmentation:  # all of the epoch's random draws at once: one copy to the device
         angles, zooms, shifts = (t.to(device) for t in random_affine(n, augmentation, generator))
     loss_sum, correct = torch.zeros((), device=device), torch.zeros((), dtype=torch.long, device=device)
-    batches = order.split(batch_size)
-    bar = tqdm(batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=None)
-    if bar.disable:  # not a terminal (CI, logs): no bar, so read the device once, at the end
-        refresh_every = len(batches)
-    start = time.perf_counter()
+    batches, start = order.split(batch_size), time.perf_counter()
+    bar = tqdm(batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=None)  # no terminal: none
     for step, batch in enumerate(bar):
         x, y = images[batch], labels[batch]
         if augmentation:
-            x = warp(x, angles[batch], zooms[batch], shifts[batch])
+            x = affine(x, angles[batch], zooms[batch], shifts[batch])
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -235,7 +231,8 @@ def train_epoch(model, optimizer, scheduler, images, labels, batch_size, generat
         correct += (logits.argmax(1) == y).sum()
         if (step + 1) % refresh_every == 0 or step + 1 == len(batches):
             if not math.isfinite(float(loss_sum)):  # one read every refresh_every steps
-                raise Diverged(f"the training loss became {float(loss_sum):g} by step {step + 1}")
+                raise Diverged(f"the training loss became {float(loss_sum):g} by step {step + 1} of {desc}: "
+                               "training stopped. Try a smaller --lr.")
             seen = min((step + 1) * batch_size, n)
             bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{100 * int(correct) / seen:.2f}%")
     return dict(train_loss=float(loss_sum) / n, train_acc=100 * int(correct) / n,
@@ -247,8 +244,7 @@ def evaluate(model, images, labels, batch_size=500):
     model.eval()
     logits = torch.cat([model(batch) for batch in images.split(batch_size)])
     predictions = logits.argmax(1)
-    accuracy = 100 * (predictions == labels).float().mean().item()
-    return F.cross_entropy(logits, labels).item(), accuracy, predictions
+    return F.cross_entropy(logits, labels).item(), 100 * (predictions == labels).float().mean().item(), predictions
 
 def write_atomically(path, text=None, save=None):
     """Write `text` (or call `save(file)`) so that `path` is the old or the new file, never half;
@@ -266,153 +262,145 @@ def write_atomically(path, text=None, save=None):
             raise UserError(f"cannot write {path}: {error.strerror or error}") from None
         raise
 
-def prepare_out_dir(out):
-    """Create the output folder and prove it is writable, before any training."""
-    try:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=out).close()
-    except OSError as error:
-        raise UserError(f"cannot write to the output folder {out}: {error.strerror or error}. "
-                        f"Choose another with --out.") from None
-    return Path(out)
-
 def save_figure(fig, path):
     """Write `fig` as a PNG; in a notebook (Colab, Jupyter: the inline backend) also show it."""
-    fig.tight_layout()
-    write_atomically(path, save=lambda f: fig.savefig(f, format="png", dpi=100))
+    write_atomically(path, save=lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))
     if "inline" in matplotlib.get_backend():
         plt.show()
     plt.close(fig)
 
-def save_plots(prefix, history, test_images, test_labels, predictions):
-    """<prefix>_curves.png, _misclassified.png and _confusion.png."""
-    epochs = [e["epoch"] for e in history]
+def save_curves(path, history, split="test"):
+    """Loss and accuracy per epoch, on the training set and on `split` (the test set, or validation)."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_acc.axhline(TARGET_ACC, color="gray", linestyle="--", label=f"{TARGET_ACC}%")
     for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
-        for split in ("train", "test"):
-            ax.plot(epochs, [e[f"{split}_{metric}"] for e in history], "o-", label=split)
+        for name in ("train", split):
+            ax.plot([e["epoch"] for e in history], [e[f"{name}_{metric}"] for e in history], "o-", label=name)
         ax.grid(alpha=0.3)
         ax.legend()
-    ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
     # Scale to the second half of training, where 99.x is decided; the loss panel shows the start.
-    late = [e[key] for e in history[len(history) // 2:] for key in ("train_acc", "test_acc")]
+    late = [e[key] for e in history[len(history) // 2:] for key in ("train_acc", f"{split}_acc")]
+    ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy (second half scaled)",
                ylim=(max(90, min(min(late), TARGET_ACC) - 0.3), 100))
-    save_figure(fig, f"{prefix}_curves.png")
+    save_figure(fig, path)
 
-    images, labels, preds = test_images.cpu(), test_labels.cpu(), predictions.cpu()
-    wrong = (preds != labels).nonzero().flatten()
-    fig, axes = plt.subplots(4, 10, figsize=(10, 4.6), subplot_kw=dict(xticks=[], yticks=[], frame_on=False))
-    for ax, i in zip(axes.flat, wrong[:40]):
-        ax.imshow(images[i, 0], cmap="gray_r")
-        ax.set_title(f"{labels[i]}→{preds[i]}", fontsize=9, color="crimson")
-    fig.suptitle(f"misclassified test digits (true→predicted): first {len(wrong[:40])} of {len(wrong)}")
-    save_figure(fig, f"{prefix}_misclassified.png")
-
-    confusion = torch.bincount(labels * 10 + preds, minlength=100).view(10, 10)  # row: true, column: predicted
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.imshow(confusion - torch.diag(confusion.diagonal()), cmap="Reds")  # colour the errors
-    for t, p in confusion.nonzero().tolist():  # the counts, zeros left blank
-        ax.text(p, t, confusion[t, p].item(), ha="center", va="center", fontsize=7, color="black" if t != p else "gray")
-    ax.set(xlabel="predicted", ylabel="true", xticks=range(10), yticks=range(10),
-           title="confusion matrix (colour: errors only)")
-    save_figure(fig, f"{prefix}_confusion.png")
-
-def provenance(step, model_class, device, variant):
-    """What made a run: the commit (and whether its code, not its outputs, differed), the variant (whose
-    code is at that commit), the step's constants, threads, device, torch; on CUDA TF32 and determinism."""
-    module = sys.modules[model_class.__module__]
-    constants = {k: v for k, v in vars(sys.modules.get(step) or module).items() if k.isupper()}
-    git = ["git", "-C", str(Path(getattr(module, "__file__", ".")).resolve().parent)]
+def provenance(step, model_class, device, variant, recipe_file=None):
+    """What made a run: the commit (and whether its code, not its outputs, differed); SHA-256 fingerprints of the step's
+    code with this file's, and of a variant's recipe (not of docstrings, which quote results); constants, threads..."""
+    module = sys.modules.get(step) or sys.modules[model_class.__module__]
+    files = [getattr(module, "__file__", None), globals().get("__file__")]  # one file when inlined (Colab)
+    after_docstring = lambda path: Path(path).read_text().split('"""', 2)[-1]  # docstrings quote results: not hashed
+    digest = lambda paths: hashlib.sha256("".join(map(after_docstring, paths)).encode()).hexdigest()[:12]
+    code = dict(code_fingerprint=digest(dict.fromkeys(files)) if all(files) else None)
+    code.update(dict(recipe_fingerprint=digest([recipe_file])) if recipe_file else  # a variant's constants: its recipe
+                dict(constants={k: v for k, v in vars(module).items() if k.isupper() and type(v).__name__ != "module"}))
+    git = ["git", "-C", str(Path(files[0] or ".").resolve().parent)]
     try:
         read = lambda *a: subprocess.run(git + [*a], capture_output=True, text=True, timeout=10, check=True).stdout
         changed = read("status", "--porcelain", "-uno", "--", ":/*.py", ":/Makefile", ":/requirements.txt")
-        code = dict(commit=read("rev-parse", "HEAD").strip(), uncommitted_changes=bool(changed))
+        code.update(commit=read("rev-parse", "HEAD").strip(), uncommitted_changes=bool(changed))
     except (OSError, subprocess.SubprocessError):  # a copied step (Colab): no repository
-        code = dict(commit=None, uncommitted_changes=None, repository="none: not run from a git repository")
+        code.update(commit=None, uncommitted_changes=None, repository="none: not run from a git repository")
     cudnn = torch.backends.cudnn  # on CUDA, TF32 and determinism change the numbers
     cuda = {} if device.type != "cuda" else dict(tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
         tf32_cudnn=cudnn.allow_tf32, cudnn_benchmark=cudnn.benchmark, cudnn_deterministic=cudnn.deterministic)
-    return dict(**code, variant=variant, constants=constants, device=str(device), threads=torch.get_num_threads(),
-                torch=torch.__version__, **cuda)
+    return dict(**code, variant=variant, device=str(device), threads=torch.get_num_threads(), torch=torch.__version__,
+                **cuda)
 
-def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, json_path,
-                   augmentation=None, variant=None, warp=affine, test=evaluate):
-    """Train one model; return the run's record (also written to `json_path`), the model and the last test
-    predictions. A variant (tools/ablations.py) may give its `warp`, `test`, and `augmentation` as fn(epoch, epochs)."""
-    train_x, train_y, test_x, test_y = data
-    generator = seed_everything(seed)
+def claim_record(json_path):
+    """Refuse, in one line, a record that a live process is still writing (its lock names it); else lock it, which
+    proves the output folder writable before any training."""
+    lock = Path(f"{json_path}.lock")
+    with contextlib.suppress(OSError, ValueError):  # no lock, or one left by a run that was killed
+        os.kill(owner := int(lock.read_text()), 0)  # signal 0 only asks: raises if no such process
+        raise UserError(f"{json_path} is being written by a run still going (process {owner}): wait for it to "
+                        "end, or give this run another --out")
+    try:  # the first write of a run: before any training
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        lock.write_text(str(os.getpid()))
+    except OSError as error:
+        raise UserError(f"cannot write to the output folder {lock.parent}: {error.strerror or error}. Choose "
+                        "another with --out.") from None
+    return lock
+
+def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, json_path, augmentation=None,
+                   variant=None, test=evaluate, recipe_file=None):
+    """Train one model; return its record (also written to `json_path`), the model and its last evaluation predictions.
+    A variant (tools/ablations.py) may give its `test` pass, `augmentation` as fn(epoch, epochs), its recipe's file."""
+    train_x, train_y, eval_x, eval_y = data
+    split = "validation" if getattr(args, "validation", False) else "test"
+    torch.manual_seed(seed)  # weights and dropout; the data order and augmentation draw on a CPU generator:
+    generator = torch.Generator().manual_seed(seed)  # the same draws on any device
     model = model_class().to(device, memory_format=torch.channels_last)  # channels-last: 4x faster CPU pools
-    rows = summarize(model)
-    print(format_summary(rows))
+    print(format_summary(rows := summarize(model)))
     optimizer, scheduler = make_optimizer(model, args, math.ceil(len(train_x) / args.batch_size))
     augment = augmentation if callable(augmentation) else lambda epoch, epochs: augmentation
     record = dict(step=step, seed=seed, params=count_params(model), receptive_field=rows[-1]["rf"],
-                  macs=sum(r["macs"] for r in rows), **provenance(step, model_class, device, variant or step[:5]),
-                  date=time.strftime("%Y-%m-%d %H:%M"),
+                  macs=sum(r["macs"] for r in rows), evaluated_on=split, training_images=len(train_x),
+                  **provenance(step, model_class, device, variant or step[:5], recipe_file),
+                  date=time.strftime("%Y-%m-%d %H:%M"), layers=rows,
                   settings=dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, subset=args.subset,
                                 augmentation=augment(1, args.epochs)), status="running", epochs=[], seconds=0.0)
-    start = time.perf_counter()
+    save = lambda: write_atomically(json_path, json.dumps(record, indent=1, default=str))
+    lock, start = claim_record(json_path), time.perf_counter()
     try:  # the JSON is written now, after every epoch and when training stops, however it stops
-        write_atomically(json_path, json.dumps(record, indent=1, default=str))
+        save()
         for epoch in range(1, args.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
             stats = train_epoch(model, optimizer, scheduler, train_x, train_y, args.batch_size, generator,
-                                augment(epoch, args.epochs), warp, desc=f"epoch {epoch}/{args.epochs}")
-            test_loss, test_acc, predictions = test(model, test_x, test_y)
-            record["epochs"].append(dict(epoch=epoch, lr=lr, **stats, test_loss=test_loss, test_acc=test_acc))
+                                augment(epoch, args.epochs), desc=f"epoch {epoch}/{args.epochs}")
+            loss, accuracy, predictions = test(model, eval_x, eval_y)
+            record["epochs"].append({"epoch": epoch, "lr": lr, **stats, f"{split}_loss": loss,
+                                     f"{split}_acc": accuracy})
             record["seconds"] = time.perf_counter() - start
-            tqdm.write(f"epoch {epoch:2d}/{args.epochs}  lr {lr:.4f}  train loss {stats['train_loss']:.4f} "
-                       f"acc {stats['train_acc']:.2f}%  test loss {test_loss:.4f} acc {test_acc:.2f}%  "
+            tqdm.write(f"epoch {epoch:2d}/{args.epochs}  lr {lr:.4f}  train loss {stats['train_loss']:.4f} acc "
+                       f"{stats['train_acc']:.2f}%  {split} loss {loss:.4f} acc {accuracy:.2f}%  "
                        f"({stats['train_seconds']:.1f} s)")
-            write_atomically(json_path, json.dumps(record, indent=1, default=str))
+            save()
         record["status"] = "complete"
-    except KeyboardInterrupt as stop:
-        record["status"] = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+    except (KeyboardInterrupt, Diverged) as stop:
+        record["status"] = getattr(stop, "status", "interrupted")  # Ctrl-C; SIGTERM and divergence say theirs
         raise
-    except Diverged as error:
-        record["status"], done = "diverged", len(record["epochs"])
-        raise Diverged(f"{error} of epoch {done + 1}: training stopped. The {done} finished epochs "
-                       f"are in {json_path}. Try a smaller --lr.") from None
     finally:
-        write_atomically(json_path, json.dumps(record, indent=1, default=str))
+        save()
+        lock.unlink(missing_ok=True)
     return record, model, predictions
 
 def run_step(step, model_class, make_optimizer, args, augmentation=None):
     """What `python stepN_*.py` does: check, load, train, write."""
-    device = pick_device(args.device)
-    out = prepare_out_dir(args.out)
-    data = load_mnist(args.data_dir, device, args.subset)
-    print(f"{step}: {len(data[0]):,} training images, {len(data[2]):,} test images, device {device}")
-    record, model, predictions = train_one_seed(step, model_class, make_optimizer, args, data, device,
-                                                args.seed, out / f"{step}.json", augmentation)
-    save_plots(out / step, record["epochs"], data[2], data[3], predictions)
-    if args.save_model:  # read back by tools/robustness.py
+    device, out, split = pick_device(args.device), Path(args.out), "validation" if args.validation else "test"
+    data = load_mnist(args.data_dir, device, args.subset, args.validation)
+    print(f"{step}: {len(data[0]):,} training images, {len(data[2]):,} {split} images, device {device}")
+    record, model, _ = train_one_seed(step, model_class, make_optimizer, args, data, device, args.seed,
+                                      out / f"{step}.json", augmentation)
+    save_curves(out / f"{step}_curves.png", record["epochs"], split)
+    if args.save_model:  # read back by tools/robustness.py and tools/figures.py
         checkpoint = dict(step=step, state_dict=model.state_dict())
         write_atomically(out / f"{step}.pt", save=lambda f: torch.save(checkpoint, f))
-    accuracies = [e["test_acc"] for e in record["epochs"]]
-    print(f"{step}: {record['params']:,} parameters, final test accuracy {accuracies[-1]:.2f}% (best "
+    accuracies = [e[f"{split}_acc"] for e in record["epochs"]]
+    print(f"{step}: {record['params']:,} parameters, final {split} accuracy {accuracies[-1]:.2f}% (best "
           f"{max(accuracies):.2f}%, {sum(a >= TARGET_ACC for a in accuracies)} epochs at ≥ {TARGET_ACC}%). "
-          f"Wrote {out / step}.json and its plots.")
+          f"Wrote {out / step}.json and {out / step}_curves.png.")
+    return model
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (sent by `timeout`, job schedulers and notebook hosts), handled as Ctrl-C is."""
+    status = "terminated (SIGTERM)"  # sent by `timeout`, job schedulers and notebook hosts: handled as Ctrl-C
 
 def main_guard(main):
     """Run a step's main: a UserError is one message and exit code 1; Ctrl-C exits 130, SIGTERM 143."""
     def terminate(signum, frame):
         raise Terminated()
-    in_main_thread = threading.current_thread() is threading.main_thread()  # where signals are handled
-    previous = signal.signal(signal.SIGTERM, terminate) if in_main_thread else None
+    previous = (signal.signal(signal.SIGTERM, terminate)  # signals are handled in the main thread only
+                if threading.current_thread() is threading.main_thread() else None)
     try:
-        main()
+        return main()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt as stop:
-        print(f"\n{'terminated' if isinstance(stop, Terminated) else 'interrupted'}: the epochs finished so far "
-              "are in the run's JSON.", file=sys.stderr)
+        print(f"\n{'terminated' if isinstance(stop, Terminated) else 'interrupted'}: the finished epochs are in "
+              "the run's JSON.", file=sys.stderr)
         sys.exit(143 if isinstance(stop, Terminated) else 130)
     finally:
         if previous is not None:
@@ -454,7 +442,7 @@ def make_optimizer(model, args, steps_per_epoch):
 
 def main(argv=None):
     args = parse_args(__doc__, SETTINGS, argv)
-    run_step("step1_skeleton", Net, make_optimizer, args)
+    return run_step("step1_skeleton", Net, make_optimizer, args)
 
 
 if __name__ == "__main__":

@@ -86,17 +86,6 @@ def test_whole_pixel_shift_moves_the_digit_exactly(mnist):
     assert torch.allclose(moved[:, :, :, :2], torch.full_like(moved[:, :, :, :2], common.BACKGROUND), atol=1e-5)
 
 
-def test_a_uniform_displacement_is_the_opposite_shift(mnist):
-    # Each output pixel samples the input 2 pixels to its right and 3 above: the digit moves
-    # left by 2 and down by 3.
-    x = digits(mnist, 4)
-    displacement = torch.tensor([2.0, -3.0]).expand(4, 28, 28, 2)
-    displaced = common.affine(x, torch.zeros(4), displacement=displacement)
-    shifted = common.affine(x, torch.zeros(4), shifts=torch.tensor([[-2.0, 3.0]] * 4))
-    assert torch.allclose(displaced, shifted, atol=1e-5)
-    assert not torch.allclose(displaced, x, atol=0.1)
-
-
 def test_zoom_matches_torchvision_affine(mnist):
     x = digits(mnist, 8)
     ours = common.affine(x, torch.full((8,), -5.0), zooms=torch.full((8,), 1.1))

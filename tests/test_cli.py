@@ -5,6 +5,7 @@ import subprocess
 import pytest
 import torch
 
+import figures
 import report
 from conftest import ROOT, STEPS, assert_no_traceback, call, read_json, run_script, step_main
 
@@ -55,13 +56,16 @@ def test_provenance_flags_changed_code_not_the_runs_own_outputs(tmp_path, monkey
 
 
 @pytest.mark.parametrize("step", STEPS)
-def test_step_writes_three_plots_and_its_weights(smoke_runs, step):
+def test_step_writes_its_curves_and_weights_and_the_figures_tool_draws_from_them(smoke_runs, step, data_dir):
     out, _ = smoke_runs
-    for kind in ("curves", "misclassified", "confusion"):
+    assert (out / f"{step}.pt").stat().st_size > 1000
+    code, stdout, stderr = call(figures.main, "--out", out, "--data-dir", data_dir, "--steps", step)
+    assert code == 0, stderr
+    assert "weighs half of its input within the central" in stdout
+    for kind in ("curves", "receptive_field", "misclassified"):
         png = out / f"{step}_{kind}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert png.stat().st_size > 5000
-    assert (out / f"{step}.pt").stat().st_size > 1000
 
 
 def test_the_step_script_runs_as_a_program(tmp_path, data_dir):
@@ -91,25 +95,28 @@ def test_results_md_is_built_from_the_jsons(smoke_runs, tmp_path):
 def test_results_md_quotes_the_seeds_and_robustness_tables(smoke_runs, tmp_path):
     out, _ = smoke_runs
     (tmp_path / "seeds").mkdir()
-    for seed in (1, 2):
+    for seed in (1, 2, 3):  # seed 3 is in the folder but not asked for: it must not be mixed in
         record = read_json(out / "step3_aug_sched.json")
         record["seed"], record["epochs"][-1]["test_acc"] = seed, 99.0 + seed / 10
         (tmp_path / "seeds" / f"step3_aug_sched_seed{seed}.json").write_text(report.json.dumps(record))
-    seeds_md = tmp_path / "seeds.md"
-    report.write_seeds_md(seeds_md, report.read_runs(sorted((tmp_path / "seeds").glob("*.json"))))
     robustness_md = tmp_path / "robustness.md"
     robustness_md.write_text("# Robustness: made up\n\n| test digits | a |\n|---|---:|\n| as they are | 1.00 |\n")
     code, _, stderr = call(report.main, "results", *[out / f"{s}.json" for s in STEPS], "--output",
-                           tmp_path / "results.md", "--seeds-md", seeds_md, "--robustness-md", robustness_md)
+                           tmp_path / "results.md", "--seeds-folder", tmp_path, "--seeds", "1,2",
+                           "--robustness-md", robustness_md)
     assert code == 0, stderr
     text = (tmp_path / "results.md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| step3_aug_sched |"))
     assert "| 99.15, " in row and "0 of 2 |" in row  # mean of 99.1 and 99.2; none passes 99.4
-    assert "| 1 | " in text and "## Robustness: made up" in text and "robustness.png" in text
+    assert "| 1 | " in text and "| 3 | " not in text and "over seeds 1-2" in text
+    assert "## Robustness: made up" in text and "robustness.png" in text
     assert "![test accuracy per epoch, every seed]" in text  # one line per seed, beside the table
     assert (tmp_path / "seeds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     minutes = sum(read_json(out / f"{s}.json")["seconds"] for s in STEPS) / 60
     assert f"Measured: the three steps trained and tested in {minutes:.0f} minutes" in text
+    for step in STEPS:  # the receptive-field table as the run printed it, and its figure
+        assert report.format_summary(read_json(out / f"{step}.json")["layers"]) in text
+        assert f"{step}_receptive_field.png" in text
 
 
 def test_readme_results_section_is_rewritten_from_the_jsons(smoke_runs, tmp_path):
@@ -122,8 +129,8 @@ def test_readme_results_section_is_rewritten_from_the_jsons(smoke_runs, tmp_path
     text = readme.read_text()
     assert text.startswith("intro\n<!-- results:start -->\n") and text.endswith("<!-- results:end -->\noutro\n")
     assert "old numbers" not in text
-    table = "\n".join(line for line in (tmp_path / "results.md").read_text().splitlines() if line.startswith("|"))
-    assert table in text
+    table = (tmp_path / "results.md").read_text().split("\n\n")[2]  # the results table, after the title and source
+    assert table.startswith("| step |") and table in text
 
 
 def test_results_md_without_jsons_is_a_clear_error(tmp_path):

@@ -55,18 +55,20 @@ def test_notebook_shows_summary_progress_and_figures_inline(tmp_path, data_dir):
                         f"'--subset', '1000', '--batch-size', '32']")
     NotebookClient(notebook, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = notebook.cells[-1].outputs
-    text = "".join(o.get("text", "") for o in outputs)
-    assert "receptive field" in text and "epoch  1/1" in text and "final test accuracy" in text
-    images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 3  # curves, misclassified digits, confusion matrix
-    assert (tmp_path / "results" / "step2_bn_gap_curves.png").exists()
+    train, figures = notebook.cells[-2].outputs, notebook.cells[-1].outputs
+    text = "".join(o.get("text", "") for o in train)
+    assert "| RF in | RF out |" in text and "epoch  1/1" in text and "final test accuracy" in text
+    images = lambda outputs: [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images(train)) == 1 and len(images(figures)) == 2  # curves; receptive field, misclassified digits
+    assert "receptive field" in "".join(o.get("text", "") for o in figures)
+    for figure in ("curves", "receptive_field", "misclassified"):
+        assert (tmp_path / "results" / f"step2_bn_gap_{figure}.png").exists()
 
 
 def test_notebook_reads_the_shared_code_one_titled_section_at_a_time():
     notebook = json.loads((ROOT / "colab" / "step3_aug_sched.ipynb").read_text())
     titles = [c["source"][0].strip() for c in notebook["cells"] if c["source"][0].startswith("### ")]
-    assert titles == ["### Settings", "### Options", "### Data", "### Augmentation", "### Summary",
-                      "### Training", "### Outputs", "### One run"]
+    assert titles == ["### Settings", "### Options", "### Data", "### Augmentation", "### Receptive fields",
+                      "### Training", "### Outputs", "### One run", "### What the network sees"]
     code_cells = [len("".join(c["source"]).splitlines()) for c in notebook["cells"] if c["cell_type"] == "code"]
     assert max(code_cells) <= 120  # no wall of code

@@ -1,12 +1,14 @@
 """The three networks: shapes, sizes, layers, receptive fields, and the summary's arithmetic."""
 import copy
 import importlib
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn as nn
 
 import common
+import figures
 from conftest import STEPS
 
 
@@ -125,28 +127,63 @@ def test_channels_last_computes_what_the_default_layout_computes(step):
         torch.testing.assert_close(fast_parameter.grad, slow_parameter.grad, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("p", [0.05, 0.3])
-def test_step3_dropout_is_nn_dropout_in_distribution(p):
-    """Masks drawn four to a random number: each element dropped with probability p, independently
-    of its neighbours along every axis, in either memory layout; the kept ones scaled by 1 / (1 - p)."""
-    import step3_aug_sched as step3
-    dropout = step3.Dropout(p)
-    torch.manual_seed(0)
-    for layout in (torch.contiguous_format, torch.channels_last):
-        x = torch.ones(64, 8, 28, 28).contiguous(memory_format=layout).requires_grad_()
-        y = dropout(x)
-        y.sum().backward()
-        kept = y != 0
-        assert y.is_contiguous(memory_format=layout)
-        assert torch.equal(y[kept], torch.full_like(y[kept], 1 / (1 - p)))
-        assert torch.equal(x.grad, y.detach())  # the gradient: the same mask, scaled the same
-        n = kept.numel()
-        assert abs((1 - kept.float().mean().item()) - p) < 4 * (p * (1 - p) / n) ** 0.5
-        kept = kept.float()
-        for dim in range(4):  # neighbours: correlation within 4 standard errors of 0
-            pairs = torch.stack([kept.narrow(dim, 0, kept.shape[dim] - 1).flatten(),
-                                 kept.narrow(dim, 1, kept.shape[dim] - 1).flatten()])
-            assert abs(torch.corrcoef(pairs)[0, 1].item()) < 4 / pairs.shape[1] ** 0.5
-    masks = [(torch.manual_seed(1), dropout(torch.ones(3, 4, 5, 6)))[1] for _ in range(2)]
-    assert torch.equal(*masks)  # seeded by torch's generator, as nn.Dropout
-    assert dropout.eval()(x) is x
+def table_rows(text):
+    """The data rows of format_summary's markdown table, as lists of cells."""
+    lines = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| layer")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def test_receptive_field_table_reproduces_a_course_model_worked_by_hand():
+    """Two unpadded 3x3 convolutions (28 -> 26 -> 24, RF 3, 5), a 2x2 max-pool (12, RF 6), four unpadded 3x3
+    convolutions (10, 8, 6, 4; RF 10, 14, 18, 22) and a global average over the 4x4 map (RF 28)."""
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 16, 3), nn.ReLU(), nn.MaxPool2d(2),
+                          *[nn.Conv2d(16, 16, 3) for _ in range(4)], nn.AdaptiveAvgPool2d(1))
+    # input size, kernel, padding, stride, output size, jump in, jump out, RF in, RF out: as the course writes it
+    by_hand = [(28, 3, 0, 1, 26, 1, 1, 1, 3), (26, 3, 0, 1, 24, 1, 1, 3, 5), (24, 2, 0, 2, 12, 1, 2, 5, 6),
+               (12, 3, 0, 1, 10, 2, 2, 6, 10), (10, 3, 0, 1, 8, 2, 2, 10, 14), (8, 3, 0, 1, 6, 2, 2, 14, 18),
+               (6, 3, 0, 1, 4, 2, 2, 18, 22), (4, 4, 0, 4, 1, 2, 8, 22, 28)]
+    rows = table_rows(common.format_summary(common.summarize(model)))
+    side = lambda cell: int(cell.split("x")[-1])  # "16x24x24" -> 24
+    assert [(side(r[2]), *map(int, r[3:6]), side(r[6]), *map(int, r[7:11])) for r in rows] == by_hand
+    assert [r[1] for r in rows][:2] == ["Conv2d + ReLU", "Conv2d + ReLU"]  # the ReLU folded into its row
+    assert sum(int(r[11].replace(",", "")) for r in rows) == common.count_params(model)
+
+
+@pytest.mark.parametrize("name, field", [("step1_skeleton", 24), ("step2_bn_gap", 24), ("step3_aug_sched", 32)])
+def test_receptive_field_figure_marks_the_centre_unit_of_the_last_map(tmp_path, mnist, name, field):
+    """The unit read by the global average (step 1: by its last convolution), its field as the table gives it,
+    and the share of its gradient: half of it within a square no larger than the field, nor the digit."""
+    model = importlib.import_module(name).Net()
+    half, rf = figures.receptive_field_figure(tmp_path / "rf.png", model, common.summarize(model), mnist[2][:20])
+    assert rf == field and 1 <= half <= min(rf, 28) and (tmp_path / "rf.png").stat().st_size > 10000
+
+
+def test_every_epoch_trains_in_a_fresh_order_drawn_from_the_seed(tmp_path):
+    """Image i is all i, so what the model sees in training gives the order: epoch after epoch a new
+    permutation, the one that a generator seeded with the run's seed draws next."""
+    n, seed, orders = 50, 7, []
+
+    class Recorder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            if self.training:
+                orders[-1].extend(x[:, 0, 0, 0].round().long().tolist())
+            return self.scale * torch.zeros(len(x), 10)
+
+    def make_optimizer(model, args, steps_per_epoch):
+        orders.append([])  # the first epoch's
+        return torch.optim.SGD(model.parameters(), lr=0.1), None
+
+    images = torch.arange(n).float().view(n, 1, 1, 1).expand(n, 1, 28, 28)
+    data = [images, torch.zeros(n, dtype=torch.long), images[:10], torch.zeros(10, dtype=torch.long)]
+    test = lambda model, x, y: (orders.append([]), common.evaluate(model, x, y))[1]  # a new list per epoch
+    args = SimpleNamespace(epochs=3, batch_size=8, lr=0.1, subset=None)
+    common.train_one_seed("step1_skeleton", Recorder, make_optimizer, args, data, torch.device("cpu"), seed,
+                          tmp_path / "run.json", test=test)
+    expected = torch.Generator().manual_seed(seed)
+    for order in orders[:3]:
+        assert order == torch.randperm(n, generator=expected).tolist()
+    assert len({tuple(order) for order in orders[:3]}) == 3 and orders[0] != list(range(n))

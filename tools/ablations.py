@@ -1,12 +1,12 @@
 """Step 3 on several seeds, as it is or with one thing changed, and its seeds table.
 
     python tools/ablations.py --list                                  # the variants
-    python tools/ablations.py step3 --seeds 1,2,3,4,5 --jobs 2        # make seeds
-    python tools/ablations.py silu --seeds 21,22,23 --jobs 2          # -> results/experiments/silu/
-    python tools/ablations.py widths-x0.7 --seeds 21,22,23 --jobs 2   # step 3 at 0.7x its widths (make frontier)
+    python tools/ablations.py step3 --seeds 31,32,33 --jobs 2                     # as make seeds does
+    python tools/ablations.py no-dropout --seeds 41,42,43 --jobs 2 --validation   # -> results/experiments/no-dropout/
+    python tools/ablations.py widths-x0.7 --seeds 21,22,23 --jobs 2               # step 3 at 0.7x its widths
 
-Each seed writes <out>/seeds/step3_aug_sched_seed<N>.json; then <out>/seeds.md is built
-from them (tools/report.py). With --jobs N, N seeds train side by side, each in its own
+Each seed writes <out>/seeds/step3_aug_sched_seed<N>.json (with --validation, ..._validation.json);
+then <out>/seeds.md (seeds_validation.md) is built from exactly those seeds (tools/report.py). With --jobs N, N seeds train side by side, each in its own
 process with one thread (one core each); a seed run with one thread gives the same numbers
 alone or beside others, while another thread count changes its last digits. Every other
 option is step 3's own (`python step3_aug_sched.py --help`), so changes of batch size or
@@ -39,13 +39,14 @@ class Recipe:
     """What makes step 3 one variant: the pieces train_one_seed receives, step 3's own unless a variant
     names others. `net` builds the model; `augmentation` is a dict (see common.random_affine) or a
     function of (epoch, epochs) giving the epoch's; `test` is the evaluation pass (common.evaluate);
-    `paired_with` the variant it is judged against."""
+    `paired_with` the variant it is judged against; `decided` what its runs chose, and on which set."""
     what: str
     net: Callable = step3.Net
     make_optimizer: Callable = step3.make_optimizer
     augmentation: object = field(default_factory=lambda: dict(step3.AUGMENTATION))
     test: Callable = common.evaluate
     paired_with: str = "step3"
+    decided: str = ""
 
     def but(self, what, **changes):
         """This recipe with `what` described and `changes` made."""
@@ -124,29 +125,35 @@ STEP3 = Recipe("step 3 unchanged")
 # The variants run on step 3 as it was with its last 3x3 convolution before the second pool are
 # defined on that version, and paired with it.
 BEFORE = STEP3.but("the last 3x3 convolution before the second pool (14 -> 8, pooled to 4x4, RF 28 before the "
-                   "average), not after it (5 -> 3, RF 32)", net=net(step3.WIDTHS, conv_before_pool))
+                   "average), not after it (5 -> 3, RF 32)", net=net(step3.WIDTHS, conv_before_pool),
+                   decided="step 3 put its last convolution after the second pool instead (a test-set choice)")
 no_dropout = swap(nn.Dropout, lambda layer: nn.Identity())
+KEPT_DROPOUT = "step 3 kept its dropout (a test-set choice, seeds 21-30)"
 VARIANTS = {
     "step3": STEP3,
     "conv-before-pool": BEFORE,
     "plain-last-third": BEFORE.but("conv-before-pool, and no augmentation in the last third of the epochs "
                                    "(11-15 of 15): the model ends on the digits as they are written",
-                                   augmentation=plain_last_third, paired_with="conv-before-pool"),
+                                   augmentation=plain_last_third, paired_with="conv-before-pool",
+                                   decided="not adopted (test set)"),
     "average-floor-10": BEFORE.but("conv-before-pool, the rate's floor at 10% of its peak (step 3: 1%), and the "
                                    "test reads a moving average of the weights and BatchNorm statistics (decay "
                                    f"{AVERAGE_DECAY} per step)", make_optimizer=make_optimizer_with_average,
-                                   test=evaluate_average, paired_with="conv-before-pool"),
+                                   test=evaluate_average, paired_with="conv-before-pool",
+                                   decided="not adopted (test set)"),
     "blur-second-only": BEFORE.but("conv-before-pool, and a plain max-pool after block 1, the anti-aliased one only "
                                    "after block 2 (the first pool's blur is most of its time)",
                                    net=net(step3.WIDTHS, conv_before_pool, plain_max_pool_first),
-                                   paired_with="conv-before-pool"),
+                                   paired_with="conv-before-pool", decided="not adopted (test set)"),
     "no-dropout": STEP3.but(f"no dropout (step 3: {step3.DROPOUT} after every ReLU)",
-                            net=net(step3.WIDTHS, no_dropout)),
+                            net=net(step3.WIDTHS, no_dropout), decided=KEPT_DROPOUT),
     "dropout-small-maps": STEP3.but("dropout only after the 3 convolutions that follow the first pool, none at "
                                     "28x28 (where most of its random masks are)",
-                                    net=net(step3.WIDTHS, swap(nn.Dropout, lambda layer: nn.Identity(), "block1"))),
+                                    net=net(step3.WIDTHS, swap(nn.Dropout, lambda layer: nn.Identity(), "block1")),
+                                    decided=KEPT_DROPOUT),
     "dropout2d": STEP3.but(f"Dropout2d {step3.DROPOUT} (whole maps) instead of Dropout",
-                           net=net(step3.WIDTHS, swap(nn.Dropout, lambda layer: nn.Dropout2d(layer.p)))),
+                           net=net(step3.WIDTHS, swap(nn.Dropout, lambda layer: nn.Dropout2d(layer.p))),
+                           decided=KEPT_DROPOUT),
 }
 FRONTIER = (0.45, 0.55, 0.7, 0.85)  # with step 3 (x1): about 1,600 to 7,700 parameters
 for factor in FRONTIER:
@@ -163,6 +170,11 @@ VARIANTS["separable-3.9k"] = STEP3.but(
     paired_with="widths-x0.7")
 
 
+def record_path(out, seed, validation, suffix=".json"):
+    """<out>/seeds/step3_aug_sched_seed<N>.json, or ..._seed<N>_validation.json: one seed's record on either set."""
+    return out / "seeds" / f"{STEP}_seed{seed}{'_validation' if validation else ''}{suffix}"
+
+
 def train_seeds(name, seeds, args, out):
     """Train variant `name` once per seed in this process."""
     recipe = VARIANTS[name]
@@ -171,7 +183,7 @@ def train_seeds(name, seeds, args, out):
     for seed in seeds:
         print(f"--- seed {seed}", flush=True)
         common.train_one_seed(STEP, recipe.net, recipe.make_optimizer, args, data, device, seed,
-                              out / "seeds" / f"{STEP}_seed{seed}.json", recipe.augmentation, name, recipe.test,
+                              record_path(out, seed, args.validation), recipe.augmentation, name, recipe.test,
                               recipe_file=None if name == "step3" else __file__)
 
 
@@ -180,19 +192,19 @@ def write_variants_json(path):
     changes, what it is paired with, and the group of the frontier's figure it belongs to."""
     groups = {"step3": "frontier", **{f"widths-x{f:g}": "frontier" for f in FRONTIER},
               **dict.fromkeys(SMALL_DESIGNS, "design")}
-    common.write_atomically(path, json.dumps({name: dict(what=r.what, paired_with=r.paired_with,
+    common.write_atomically(path, json.dumps({name: dict(what=r.what, paired_with=r.paired_with, decided=r.decided,
                                                          **({"group": groups[name]} if name in groups else {}))
                                               for name, r in VARIANTS.items()}, indent=1) + "\n")
 
 
-def train_side_by_side(variant, seeds, jobs, step_argv, out):
+def train_side_by_side(variant, seeds, jobs, step_argv, out, validation):
     """One process per seed, `jobs` at a time, one thread each; output in <out>/seeds/*.log."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     waiting, running = list(seeds), {}
     while waiting or running:
         while waiting and len(running) < jobs:
             seed = waiting.pop(0)
-            log = out / "seeds" / f"{STEP}_seed{seed}.log"
+            log = record_path(out, seed, validation, ".log")
             command = [sys.executable, __file__, variant, "--seeds", str(seed), "--out", str(out), *step_argv]
             with log.open("w") as output:  # the child keeps its own handle
                 running[seed] = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
@@ -206,9 +218,10 @@ def train_side_by_side(variant, seeds, jobs, step_argv, out):
                 for other in running.values():
                     other.terminate()
                 raise common.UserError(f"seed {seed} failed (exit {process.returncode}); see "
-                                       f"{out / 'seeds' / f'{STEP}_seed{seed}.log'}")
-            record = report.read_runs([out / "seeds" / f"{STEP}_seed{seed}.json"])[0]
-            print(f"seed {seed}: final test accuracy {record['epochs'][-1]['test_acc']:.2f}%", flush=True)
+                                       f"{record_path(out, seed, validation, '.log')}")
+            record = report.read_runs([record_path(out, seed, validation)])[0]
+            split = record["evaluated_on"]
+            print(f"seed {seed}: final {split} accuracy {record['epochs'][-1][f'{split}_acc']:.2f}%", flush=True)
 
 
 def main(argv=None):
@@ -232,16 +245,16 @@ def main(argv=None):
         return
     if not known.seeds:
         parser.error("--seeds is required, e.g. --seeds 1,2,3")
-    out = common.prepare_out_dir(Path(known.out or f"results/experiments/{known.variant}"))
-    (out / "seeds").mkdir(exist_ok=True)
+    out = Path(known.out or f"results/experiments/{known.variant}")
+    (out / "seeds").mkdir(parents=True, exist_ok=True)
     args = common.parse_args(step3.__doc__, step3.SETTINGS, step_argv)  # step 3's options, checked
     print(f"variant {known.variant}: {VARIANTS[known.variant].what}", flush=True)
     if known.jobs > 1 and len(known.seeds) > 1:
-        train_side_by_side(known.variant, known.seeds, known.jobs, step_argv, out)
+        train_side_by_side(known.variant, known.seeds, known.jobs, step_argv, out, args.validation)
     else:
         train_seeds(known.variant, known.seeds, args, out)
-    runs = report.read_runs([out / "seeds" / f"{STEP}_seed{seed}.json" for seed in known.seeds])
-    print(report.write_seeds_md(out / "seeds.md", runs))
+    runs = report.read_runs([record_path(out, seed, args.validation) for seed in known.seeds])
+    print(report.write_seeds_md(out / ("seeds_validation.md" if args.validation else "seeds.md"), runs))
 
 
 def seed_list(text):

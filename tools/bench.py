@@ -44,7 +44,7 @@ def synchronize(device):
 
 
 def fresh_model(device, batches_per_epoch, recipe=ablations.STEP3):
-    common.seed_everything(0)
+    torch.manual_seed(0)
     model = recipe.net().to(device, memory_format=torch.channels_last)  # as common.train_one_seed
     settings = SimpleNamespace(lr=step3.SETTINGS["lr"], epochs=2)  # the schedule never runs out here
     return (model, *recipe.make_optimizer(model, settings, batches_per_epoch))
@@ -163,7 +163,8 @@ def main(argv=None):
                         help="only time our epoch for each of these variants of step 3, alternating")
     args = parser.parse_args(argv)
     device = common.pick_device(args.device)
-    out = common.prepare_out_dir(args.out)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     data = common.load_mnist(args.data_dir, device)
     batch_size, n = step3.SETTINGS["batch_size"], len(data[0])
     setup = f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}"

@@ -1,7 +1,7 @@
 """Tables over several runs, written from the runs' JSONs, never typed:
 
     python tools/report.py results results/step*.json      results.md (+ --readme README.md)
-    python tools/report.py seeds results/seeds/*.json      one step's seeds table
+    python tools/report.py seeds results/experiments/step3/seeds/*.json   one step's seeds table
     python tools/report.py experiments                     EXPERIMENTS.md from results/experiments/
 
 `make results`, `make seeds` and `make experiments` call it.
@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from common import TARGET_ACC, UserError, main_guard, save_figure, write_atomically  # noqa: E402
+sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
+from common import TARGET_ACC, UserError, format_summary, main_guard, provenance, save_figure, write_atomically  # noqa: E402,E501
 
 LAST = 5  # the target must hold in each of the last LAST epochs
 
@@ -35,7 +35,12 @@ def read_runs(paths):
 
 
 def accuracies(run):
-    return [e["test_acc"] for e in run["epochs"]]
+    """Per epoch, the accuracy on the set the run was measured on (test, or validation with --validation)."""
+    return [e[f"{evaluated_on(run)}_acc"] for e in run["epochs"]]
+
+
+def evaluated_on(run):
+    return run.get("evaluated_on", "test")  # runs recorded before --validation were all measured on test
 
 
 def ranges(numbers):
@@ -81,7 +86,7 @@ def seeds_table(runs):
         lines.append(f"| {run['seed']} | {' | '.join(f'{a:.2f}' for a in accs[-last:])} | "
                      f"{holds_from(accs) or 'never'} | {accs[-1]:.2f} | {'yes' if ok else 'NO'} |")
     s = seeds_summary(runs)
-    lines += ["", f"- final test accuracy: mean {s['mean']:.2f}% ± {s['std']:.2f} (sample std) over {s['n']} seeds",
+    lines += ["", f"- final {evaluated_on(runs[0])} accuracy: mean {s['mean']:.2f}% ± {s['std']:.2f} (sample std) over {s['n']} seeds",
               f"- worst of the last {last} epochs, all seeds: {s['worst']:.2f}%",
               f"- seeds at ≥ {TARGET_ACC}% in each of their last {last} epochs: {s['passing']} of {s['n']}"]
     return "\n".join(lines)
@@ -132,10 +137,9 @@ def timing(runs, seeds_runs=None):
             f"(device {first['device']}, {first['threads']} threads)")
     if seeds_runs:
         minutes = statistics.median(r["seconds"] for r in seeds_runs) / 60
-        threads = {r.get("threads") for r in seeds_runs}
-        text += (f"; each of the {len(seeds_runs)} seeds of `make seeds` in {minutes:.0f} minutes (median; "
-                 f"{'/'.join(map(str, threads))} thread per run, two side by side: about "
-                 f"{minutes * math.ceil(len(seeds_runs) / 2):.0f} minutes for all)")
+        threads = "/".join(map(str, sorted({r.get("threads") for r in seeds_runs}, key=str)))
+        text += (f"; each of the {len(seeds_runs)} seeds of `make seeds` in {minutes:.0f} minutes (median, "
+                 f"{threads} thread per run)")
     return text + "."
 
 
@@ -155,13 +159,13 @@ def plot_seeds(runs, path):
     save_figure(fig, path)
 
 
-def write_results_md(json_paths, out_path, seeds_md=None, robustness_md=None, readme=None):
-    """results.md from the steps' JSONs, with the seeds and robustness tables when they
-    exist; all live at the project's top, so image links work from either file."""
+def write_results_md(json_paths, out_path, seeds_folder=None, seeds=None, robustness_md=None, readme=None):
+    """results.md from the steps' JSONs, with the last step's runs on `seeds` (in <seeds_folder>/seeds/; no other
+    run of that folder) and the robustness table when they exist. All live at the project's top, so image links
+    work from either file."""
     runs = read_runs(json_paths)
-    seeds_md = Path(seeds_md) if seeds_md else None
-    seeds_runs = (read_runs(sorted(seeds_md.parent.joinpath("seeds").glob("*.json")))
-                  if seeds_md and seeds_md.exists() else None)
+    seeds_runs = (read_runs([Path(seeds_folder, "seeds", f"{runs[-1]['step']}_seed{seed}.json") for seed in seeds])
+                  if seeds_folder and seeds else None)
     first = runs[0]
     same = all((r["seed"], r["device"]) == (first["seed"], first["device"]) for r in runs)
     setting = (f"seed {first['seed']}, device {first['device']}" if same else
@@ -171,25 +175,38 @@ def write_results_md(json_paths, out_path, seeds_md=None, robustness_md=None, re
             f"{setting}; torch {first['torch']}. Runs: "
             + "; ".join(f"{r['step']} {made_by(r)}" for r in runs) + ".", "",
             results_table(runs, seeds_runs), "",
-            "Accuracies in percent on the 10,000 MNIST test images; epochs counted from 1; multiply-adds "
-            "per image; minutes are wall time of the whole step (training and testing). " + timing(runs, seeds_runs)]
+            "Accuracies in percent on the 10,000 MNIST test images; epochs counted from 1; multiply-adds per image; "
+            "minutes of training and testing (a run's `seconds`: not loading, the summary or the plots). "
+            + timing(runs, seeds_runs)]
     incomplete = [r["step"] for r in runs if r["status"] != "complete"]
     if incomplete:
         text += ["", f"**Not complete:** {', '.join(incomplete)} (see their JSON `status`)."]
     if seeds_runs:
-        plot_seeds(seeds_runs, seeds_md.with_suffix(".png"))
-        text += ["", f"## {runs[-1]['step']} over several seeds (`{seeds_md.as_posix()}`)", "",
-                 seeds_md.read_text().split("\n", 2)[2].strip(), "",
-                 f"![test accuracy per epoch, every seed]({seeds_md.with_suffix('.png').as_posix()})"]
+        figure = Path(seeds_folder, "seeds.png")
+        plot_seeds(seeds_runs, figure)
+        threads = "/".join(map(str, sorted({r.get("threads") for r in seeds_runs}, key=str)))
+        text += ["", f"## {runs[-1]['step']} over seeds {seed_ranges(seeds_runs)}", "",
+                 f"From `{Path(seeds_folder).as_posix()}/seeds/` (`make seeds`): {len(seeds_runs[0]['epochs'])} "
+                 f"epochs each, {threads} thread per run, commits {commits(seeds_runs)}, device "
+                 f"{seeds_runs[0]['device']}.", "", seeds_table(seeds_runs), "",
+                 f"![test accuracy per epoch, every seed]({figure.as_posix()})"]
     if robustness_md and Path(robustness_md).exists():
         figure = Path(robustness_md).with_suffix(".png").as_posix()
         text += ["", Path(robustness_md).read_text().strip().replace("# ", "## ", 1), "", f"![robustness]({figure})"]
-    last, plots = runs[-1]["step"], Path(json_paths[-1]).parent.as_posix()
-    text += ["", f"## {last}", "", f"![curves]({plots}/{last}_curves.png)", "",
-             f"![confusion]({plots}/{last}_confusion.png) ![misclassified]({plots}/{last}_misclassified.png)",
-             "", "Other steps: " + ", ".join(
-                 f"{r['step']} ([curves]({plots}/{r['step']}_curves.png), [confusion]({plots}/{r['step']}"
-                 f"_confusion.png), [misclassified]({plots}/{r['step']}_misclassified.png))" for r in runs[:-1])]
+    plots = Path(json_paths[-1]).parent.as_posix()
+    text += ["", "## What each network sees", "",
+             "Per step, the receptive-field table (from the model, as the run printed it): per layer with a kernel, "
+             "the input and output sizes (channels x height x width), kernel, padding, stride, the jump (input pixels "
+             "between neighbouring units) and the receptive field before and after it, with the parameters and "
+             "multiply-adds of the layers that follow it at that size. Then the centre unit of the last map with a "
+             "size (what the global average or the output layer reads): its theoretical field over a test digit, "
+             "and its effective field, the mean gradient magnitude of that unit over 100 test digits "
+             "(`tools/figures.py`)."]
+    for run in runs:
+        step = run["step"]
+        text += ["", f"### {step}", "", format_summary(run["layers"]), "",
+                 f"![receptive field]({plots}/{step}_receptive_field.png)", "",
+                 f"[curves]({plots}/{step}_curves.png), [misclassified test digits]({plots}/{step}_misclassified.png)"]
     write_atomically(out_path, "\n".join(text) + "\n")
     if readme is not None:  # the README quotes the main table, between two markers
         start, end = "<!-- results:start -->", "<!-- results:end -->"
@@ -202,12 +219,18 @@ def write_results_md(json_paths, out_path, seeds_md=None, robustness_md=None, re
 
 
 def paired_difference(runs, baseline):
-    """Mean and standard error of (final accuracy - baseline's) over the seeds both have, or a
-    reason why not: two runs of one seed are comparable only with the same, known thread count."""
+    """Mean and standard error of (final accuracy - baseline's) over the seeds both have, or why they are not
+    paired: only runs of one code baseline (the same `code_fingerprint`), set and thread count are."""
     base = {r["seed"]: r for r in baseline}
     pairs = [(r, base[r["seed"]]) for r in runs if r["seed"] in base]
     if len(pairs) < 2:
         return None
+    if any(a.get("code_fingerprint") is None or b.get("code_fingerprint") is None for a, b in pairs):
+        return "not paired: no code fingerprint recorded (runs made before runs kept one)"
+    if any(a["code_fingerprint"] != b["code_fingerprint"] for a, b in pairs):
+        return "not paired: the runs were made by other code (their fingerprints differ)"
+    if any(evaluated_on(a) != evaluated_on(b) for a, b in pairs):
+        return "not paired: measured on different sets"
     if any(a.get("threads") is None or a.get("threads") != b.get("threads") for a, b in pairs):
         return "not paired: thread counts differ or were not recorded"
     diffs = [accuracies(a)[-1] - accuracies(b)[-1] for a, b in pairs]
@@ -233,39 +256,72 @@ def seconds_per_epoch(runs):
     return f"{seconds:.1f} ({'/'.join(map(str, sorted(threads, key=str)))})"
 
 
-def command(name, runs):
-    """The command that reproduces `runs` of variant `name`."""
+def failure_bound(failures, n, confidence=0.95):
+    """The largest failure rate that `failures` in `n` seeds leave plausible (one-sided Clopper-Pearson upper
+    bound, found by bisection): 0 of 10 failing still allows about 26%."""
+    if failures >= n:
+        return 1.0
+    low, high = failures / n, 1.0
+    for _ in range(60):  # P(at most `failures` failures | rate) falls as the rate grows
+        rate = (low + high) / 2
+        tail = sum(math.comb(n, k) * rate ** k * (1 - rate) ** (n - k) for k in range(failures + 1))
+        low, high = (rate, high) if tail > 1 - confidence else (low, rate)
+    return high
+
+
+def passing(runs):
+    """'9 of 10 (failure rate < 39%)': the seeds that pass, and the failure rate the count still allows."""
+    s = seeds_summary(runs)
+    return f"{s['passing']} of {s['n']} (fails < {100 * failure_bound(s['n'] - s['passing'], s['n']):.0f}%)"
+
+
+def groups(runs):
+    """A variant's runs split by what made them: the set measured on, the code fingerprint and the recipe's
+    (runs from before fingerprints: one group per set). Only runs within a group are like for like."""
+    split = {}
+    for run in sorted(runs, key=lambda r: r["seed"]):
+        key = (evaluated_on(run), run.get("code_fingerprint"), run.get("recipe_fingerprint"))
+        split.setdefault(key, []).append(run)
+    return list(split.values())
+
+
+def command(name, runs, current):
+    """The command that reproduces `runs` of variant `name`: with a checkout first where their code is not
+    this tree's (`current`: this tree's code and recipe fingerprints)."""
     seeds = ",".join(str(seed) for seed in sorted(r["seed"] for r in runs))
-    return f"`python tools/ablations.py {name} --seeds {seeds} --jobs 2`"
+    line = (f"python tools/ablations.py {name} --seeds {seeds} --jobs 2"
+            + (" --validation" if evaluated_on(runs[0]) == "validation" else ""))
+    first = runs[0]
+    if first.get("code_fingerprint") == current[0] and first.get("recipe_fingerprint") in (None, current[1]):
+        return f"`{line}`"
+    clean = sorted({r["commit"][:7] for r in runs if r.get("commit") and not r.get("uncommitted_changes")})
+    return (f"at {', '.join(clean)}: `git checkout {clean[0]}`, then `{line}`" if len(clean) == 1
+            else f"not reproducible here (made by {commits(runs)}): `{line}` runs this tree's code")
 
 
-def frontier_section(recorded, variants, figure, page_folder):
-    """EXPERIMENTS.md's frontier of sizes: the variants of group "frontier" (step 3 at several
-    widths) and "design" (smaller networks designed for their size), smallest first, their
-    figure, and the smallest network that passes on every one of 10 or more seeds."""
-    shown = {name: runs for name, runs in recorded.items() if variants.get(name, {}).get("group")}
+def frontier_section(rows, variants, figure, page_folder, current):
+    """EXPERIMENTS.md's frontier of sizes: the test-set rows of the variants of group "frontier" (step 3 at
+    several widths) and "design" (smaller networks designed for their size), smallest first, their figure,
+    and the pass counts with the failure rate each still allows."""
+    shown = [(name, runs) for name, runs in rows if variants.get(name, {}).get("group")
+             and evaluated_on(runs[0]) == "test"]
     if not shown:
         return []
-    shown = dict(sorted(shown.items(), key=lambda item: item[1][0]["params"]))
+    shown.sort(key=lambda item: (item[1][0]["params"], item[1][0]["seed"]))
     lines = ["", "## The frontier of sizes", "",
-             f"Step 3's design with every width scaled (group *frontier*), and networks designed for a small size "
-             f"(*design*), each trained like step 3; *band* is the final accuracy of the worst and the best seed.", "",
+             "Step 3's design with every width scaled (group *frontier*), and networks designed for a small size "
+             "(*design*), each trained like step 3, on the test set; *band* is the final accuracy of the worst and "
+             "the best seed. Ten passes of ten still allow a failure rate of about a quarter: a network whose seeds "
+             f"end near {TARGET_ACC}% will fail on some next seed.", "",
              f"![final accuracy against parameters]({Path(os.path.relpath(figure, page_folder)).as_posix()})", "",
              "| variant | group | parameters | multiply-adds | seeds | mean final | band | worst of last 5 | passing "
              "| s / epoch, median (threads) | command |", "|---|---|---:|---:|---|---:|---|---:|---:|---:|---|"]
-    for name, runs in shown.items():
+    for name, runs in shown:
         s, finals = seeds_summary(runs), [accuracies(r)[-1] for r in runs]
         lines.append(f"| {name} | {variants[name]['group']} | {runs[0]['params']:,} | {runs[0]['macs']:,} | "
                      f"{seed_ranges(runs)} | {s['mean']:.2f} ± {s['std']:.2f} | {min(finals):.2f}-{max(finals):.2f} | "
-                     f"{s['worst']:.2f} | {s['passing']} of {s['n']} | {seconds_per_epoch(runs)} | "
-                     f"{command(name, runs)} |")
-    every_seed = [(runs[0]["params"], name, runs) for name, runs in recorded.items()
-                  if len(runs) >= 10 and seeds_summary(runs)["passing"] == len(runs)]
-    if every_seed:
-        params, name, runs = min(every_seed, key=lambda item: item[0])
-        lines += ["", f"The smallest network here at or above {TARGET_ACC}% in each of its last {LAST} epochs on every "
-                  f"one of 10 or more seeds: **{name}**, {params:,} parameters, {len(runs)} of {len(runs)} seeds "
-                  f"({command(name, runs)})."]
+                     f"{s['worst']:.2f} | {passing(runs)} | {seconds_per_epoch(runs)} | "
+                     f"{command(name, runs, current)} |")
     plot_frontier(shown, variants, figure)
     return lines
 
@@ -276,8 +332,8 @@ def plot_frontier(shown, variants, path):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for group, style in (("frontier", "o-"), ("design", "s")):
-        points = [(runs[0]["params"], [accuracies(r)[-1] for r in runs], name) for name, runs in shown.items()
-                  if variants[name]["group"] == group]
+        points = [(runs[0]["params"], [accuracies(r)[-1] for r in runs], f"{name} ({seed_ranges(runs)})")
+                  for name, runs in shown if variants[name]["group"] == group]
         if not points:
             continue
         params = [p for p, _, _ in points]
@@ -296,7 +352,7 @@ def plot_frontier(shown, variants, path):
     ticks = [1000, 1500, 2000, 3000, 4000, 6000, 8000]
     ax.set_xticks(ticks, [f"{t:,}" for t in ticks], minor=False)
     ax.xaxis.set_minor_formatter(plt.NullFormatter())
-    ax.set_xlim(min(runs[0]["params"] for runs in shown.values()) / 1.15, 9500)
+    ax.set_xlim(min(runs[0]["params"] for _, runs in shown) / 1.15, 9500)
     ax.set(xlabel="parameters (log scale)", ylabel="final test accuracy (%)",
            title="Final accuracy against size: mean, and the worst to the best seed")
     ax.grid(alpha=0.3, which="both")
@@ -304,51 +360,73 @@ def plot_frontier(shown, variants, path):
     save_figure(fig, path)
 
 
-def write_experiments_md(folder, out_path, variants, reference="step3"):
-    """EXPERIMENTS.md: one row per variant with recorded runs in <folder>/<variant>/seeds/,
-    paired on the seeds both ran against the variant it names (`variants[name]["paired_with"]`);
-    then the variants with no runs here. `variants`: {name: {"what": ..., "paired_with": ...}}."""
-    folder = Path(folder)
+def current_code():
+    """This tree's fingerprints of step 3's code and of the variants' recipes, as a run would record them."""
+    import torch
+    import ablations
+    record = provenance(ablations.STEP, None, torch.device("cpu"), "step3", recipe_file=ablations.__file__)
+    return record["code_fingerprint"], record["recipe_fingerprint"]
+
+
+def write_experiments_md(folder, out_path, variants, reference="step3", current=None):
+    """EXPERIMENTS.md: the recorded runs in <folder>/<variant>/seeds/, a row per variant and what made its runs
+    (set, code), validation rows (which decide) apart from test rows (which report); each paired against the
+    row of the variant it names (`variants[name]["paired_with"]`) with its set and code, or told why not."""
+    folder, current = Path(folder), current or current_code()
     recorded = {d.name: read_runs(sorted(d.glob("seeds/*.json"))) for d in sorted(folder.iterdir())
                 if d.is_dir() and list(d.glob("seeds/*.json"))} if folder.exists() else {}
+    recorded = dict(sorted(recorded.items(), key=lambda item: item[0] != reference))  # the reference first
+    rows = [(name, group) for name, runs in recorded.items() for group in groups(runs)]
     lines = ["# Experiments: step 3 with one change", "",
              f"Written by `make experiments` (`tools/report.py experiments`) from the per-seed JSONs in "
              f"`{folder.as_posix()}/<variant>/seeds/`; nothing here is typed. Each variant is step 3 with one "
              "change, or the variant its description names with one more (`tools/ablations.py --list`), "
              f"trained 15 epochs per seed; *passing* means at or above {TARGET_ACC}% in each of the last {LAST} "
-             f"epochs. *Paired* is the mean difference in final accuracy against `{reference}` (or the variant "
-             "named) on the seeds both ran, ± its standard error: at about 0.05 point of seed-to-seed noise, "
-             "only a difference of two standard errors or more says anything. Seconds per epoch are the median "
-             "of the runs' own timings, two runs side by side on a 2-core CPU ('?': "
-             "thread count not recorded): rough; `tools/bench.py --variants A B` times variants side by side. "
-             "Runs are paired only when both recorded the same thread count, which changes the last digits. "
-             "*Commits* made the runs ('+': with uncommitted changes, which for runs recorded before "
-             "`uncommitted_changes` counted only code (`*.py`, `Makefile`, `requirements.txt`) include other "
-             "runs' outputs; 'unknown': recorded before runs kept their commit).", "",
-             "| variant | what changes | seeds | mean final | worst of last 5 | passing | paired vs "
-             f"{reference} | s / epoch, median (threads) | commits | command |",
-             "|---|---|---|---:|---:|---:|---|---:|---|---|"]
-    recorded = dict(sorted(recorded.items(), key=lambda item: item[0] != reference))  # the reference first
-    for name, runs in recorded.items():
-        s, entry = seeds_summary(runs), variants.get(name, {})
-        against = entry.get("paired_with", reference)
-        paired = paired_difference(runs, recorded.get(against, [])) if name != reference else None
-        vs = "" if against == reference else f", vs {against}"
-        paired = (paired if isinstance(paired, str) else
-                  f"{paired[1]:+.3f} ± {paired[2]:.3f} ({paired[0]} seeds{vs})" if paired else "–")
-        what = entry.get("what", "(not in tools/ablations.py)")
-        lines.append(f"| {name} | {what} | {seed_ranges(runs)} | {s['mean']:.2f} ± {s['std']:.2f} | "
-                     f"{s['worst']:.2f} | {s['passing']} of {s['n']} | {paired} | {seconds_per_epoch(runs)} | "
-                     f"{commits(runs)} | {command(name, runs)} |")
-    lines += frontier_section(recorded, variants, folder / "frontier.png", Path(out_path).parent)
+             "epochs, with the failure rate that count still allows (95%). A row holds the runs of one variant "
+             "made by one code (the runs' `code_fingerprint`, `recipe_fingerprint`) on one set. *Paired* is the "
+             f"mean difference in final accuracy against `{reference}` (or the variant named) on the seeds both "
+             "ran, ± its standard error, and only between runs of the same code baseline, set and thread count; "
+             "otherwise it says why not. At about 0.05 point of seed-to-seed noise, only a difference of two "
+             "standard errors or more says anything. Seconds per epoch: the median of the runs' own timings "
+             "(rough: other runs shared the CPU). *Commits* made the runs ('+': with uncommitted changes; "
+             "'unknown': recorded before runs kept their commit).", "",
+             "**What decides.** Choices are made on the validation split (`--validation`: trained on the first "
+             "50,000 training images, measured on the last 10,000), paired, on 10 seeds or more; the test set "
+             "only reports what was chosen. Seeds 1-5 and 21-30 carried the choices made on the test set before "
+             "the split existed (the *decided* column); step 3's report seeds, 31-40, have carried none."]
+    for split, title in (("validation", "Validation runs: the comparisons that decide"),
+                         ("test", "Test-set runs: what was chosen, and the earlier choices")):
+        chosen = [(name, runs) for name, runs in rows if evaluated_on(runs[0]) == split]
+        lines += ["", f"## {title}", ""]
+        if not chosen:
+            lines.append("None recorded yet: run a variant and its baseline with `--validation` on the same seeds.")
+            continue
+        lines += ["| variant | what changes | decided | seeds | mean final | worst of last 5 | passing | paired vs "
+                  f"{reference} | s / epoch, median (threads) | commits | command |",
+                  "|---|---|---|---|---:|---:|---:|---|---:|---|---|"]
+        for name, runs in chosen:
+            s, entry = seeds_summary(runs), variants.get(name, {})
+            against = entry.get("paired_with", reference)
+            candidates = [group for other, group in rows if other == against and evaluated_on(group[0]) == split]
+            like = [g for g in candidates if g[0].get("code_fingerprint") == runs[0].get("code_fingerprint")
+                    and runs[0].get("code_fingerprint")]
+            paired = (None if name == reference else
+                      paired_difference(runs, (like or candidates or [[]])[0]) if candidates else
+                      f"not paired: no {against} runs on the {split} set")
+            vs = "" if against == reference else f", vs {against}"
+            paired = (paired if isinstance(paired, str) else
+                      f"{paired[1]:+.3f} ± {paired[2]:.3f} ({paired[0]} seeds{vs})" if paired else "–")
+            lines.append(f"| {name} | {entry.get('what', '(retired: no recipe in tools/ablations.py)')} | "
+                         f"{entry.get('decided') or '–'} | {seed_ranges(runs)} | {s['mean']:.2f} ± {s['std']:.2f} | "
+                         f"{s['worst']:.2f} | {passing(runs)} | {paired} | {seconds_per_epoch(runs)} | "
+                         f"{commits(runs)} | {command(name, runs, current)} |")
+    lines += frontier_section(rows, variants, folder / "frontier.png", Path(out_path).parent, current)
     untried = [name for name in variants if name not in recorded]
     if untried:
-        lines += ["", "Variants with no recorded runs here (figures measured for them earlier were not kept as "
-                  "JSON, so none is quoted): run one with `python tools/ablations.py VARIANT --seeds ... --jobs 2`.",
-                  ""]
-        lines += [f"- `{name}`: {variants[name]['what']}" for name in untried]
-    for name, runs in recorded.items():
-        lines += ["", f"## {name}", "", seeds_table(sorted(runs, key=lambda r: r["seed"]))]
+        lines += ["", "Variants with no recorded runs yet:", ""] + [f"- `{n}`: {variants[n]['what']}" for n in untried]
+    for name, runs in rows:
+        lines += ["", f"## {name}, seeds {seed_ranges(runs)}, {evaluated_on(runs[0])} set, {commits(runs)}", "",
+                  seeds_table(runs)]
     write_atomically(out_path, "\n".join(lines) + "\n")
 
 
@@ -356,8 +434,9 @@ def main(argv=None):
     cli = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     cli.add_argument("command", choices=["results", "seeds", "experiments"], help="what to build")
     cli.add_argument("jsons", nargs="*", help="results: the steps' JSONs in step order; seeds: per-seed JSONs")
-    cli.add_argument("--output", help="file to write (default: results.md, results/seeds.md, EXPERIMENTS.md)")
-    cli.add_argument("--seeds-md", help="results: the seeds table to include, if it exists")
+    cli.add_argument("--output", help="file to write (default: results.md, seeds.md, EXPERIMENTS.md)")
+    cli.add_argument("--seeds-folder", help="results: the folder of the last step's runs over several seeds")
+    cli.add_argument("--seeds", help="results: which of them, e.g. 31,32,33")
     cli.add_argument("--robustness-md", help="results: the robustness table to include, if it exists")
     cli.add_argument("--readme", help="results: also update the results section of this README")
     cli.add_argument("--folder", default="results/experiments", help="experiments: where the runs are")
@@ -367,9 +446,11 @@ def main(argv=None):
     if args.command != "experiments" and not args.jsons:
         cli.error(f"{args.command} needs JSON files")
     if args.command == "seeds":
-        print(write_seeds_md(args.output or "results/seeds.md", read_runs(args.jsons)))
+        print(write_seeds_md(args.output or "seeds.md", read_runs(args.jsons)))
     elif args.command == "results":
-        write_results_md(args.jsons, args.output or "results.md", args.seeds_md, args.robustness_md, args.readme)
+        seeds = [int(seed) for seed in args.seeds.split(",")] if args.seeds else None
+        write_results_md(args.jsons, args.output or "results.md", args.seeds_folder, seeds, args.robustness_md,
+                         args.readme)
         print(Path(args.output or "results.md").read_text())
     else:
         write_experiments_md(args.folder, args.output or "EXPERIMENTS.md", json.loads(Path(args.variants).read_text()))

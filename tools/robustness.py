@@ -162,7 +162,8 @@ def main(argv=None):
     parser.add_argument("--subset", type=int, help="when weights are missing: train on N images")
     args = parser.parse_args(argv)
     device = common.pick_device(args.device)
-    out = common.prepare_out_dir(args.out)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     _, _, images, labels = common.load_mnist(args.data_dir, device, subset=1)
     images, labels = images[:args.limit], labels[:args.limit]
     models = {}
