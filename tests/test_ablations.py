@@ -155,15 +155,15 @@ def test_cli_lists_variants_and_runs_seeds(tmp_path, data_dir):
     assert code == 0, stderr
     assert "variant no-dropout" in stdout
     for seed in (2, 3):
-        record = json.loads((tmp_path / "seeds" / f"step3_aug_sched_seed{seed}.json").read_text())
+        record = json.loads((tmp_path / "seeds" / f"step3_aug_sched_seed{seed}_validation.json").read_text())
         assert record["status"] == "complete" and record["params"] == 7662 and record["seed"] == seed
         assert record["variant"] == "no-dropout" and len(record["commit"]) == 40
         assert record["evaluated_on"] == "validation" and "validation_acc" in record["epochs"][0]
-        assert f"| {seed} |" in (tmp_path / "seeds.md").read_text()
+        assert f"| {seed} |" in (tmp_path / "seeds_validation.md").read_text()
     code, _, stderr = call(ablations.main, "--variants-json", tmp_path / "variants.json")
     variants = json.loads((tmp_path / "variants.json").read_text())
     assert variants["plain-last-third"] == {"what": ablations.VARIANTS["plain-last-third"].what,
-                                            "paired_with": "conv-before-pool"}
+                                            "paired_with": "conv-before-pool", "decided": "not adopted (test set)"}
 
 
 def test_seeds_side_by_side_match_seeds_one_after_another(tmp_path, data_dir):

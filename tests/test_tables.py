@@ -63,57 +63,75 @@ def test_seeds_command_builds_one_table_from_separate_runs(tmp_path):
     assert code == 1 and "different steps" in stderr
 
 
-def test_paired_difference_uses_only_the_seeds_both_ran():
-    baseline = [dict(make_run(seed, [99.0, acc]), threads=1) for seed, acc in [(1, 99.40), (2, 99.50), (3, 99.60)]]
-    variant = [dict(make_run(seed, [99.0, acc]), threads=1) for seed, acc in [(2, 99.60), (3, 99.80), (9, 90.0)]]
+def test_paired_difference_pairs_only_like_runs_on_the_seeds_both_ran():
+    like = dict(threads=1, code_fingerprint="f1", evaluated_on="test")
+    baseline = [dict(make_run(seed, [99.0, acc]), **like) for seed, acc in [(1, 99.40), (2, 99.50), (3, 99.60)]]
+    variant = [dict(make_run(seed, [99.0, acc]), **like) for seed, acc in [(2, 99.60), (3, 99.80), (9, 90.0)]]
     n, mean, se = report.paired_difference(variant, baseline)
     assert n == 2 and abs(mean - 0.15) < 1e-9 and abs(se - 0.05) < 1e-9  # diffs 0.1, 0.2
     assert report.paired_difference(variant[:1], baseline) is None  # one pair says nothing
-    variant[0]["threads"] = 2  # another thread count sums in another order: not a pair
-    assert report.paired_difference(variant, baseline).startswith("not paired")
+    for change, why in [(dict(threads=2), "thread counts"), (dict(code_fingerprint="f2"), "other code"),
+                        (dict(code_fingerprint=None), "no code fingerprint"), (dict(evaluated_on="validation"),
+                                                                                "different sets")]:
+        unlike = [dict(variant[0], **change)] + variant[1:]
+        assert report.paired_difference(unlike, baseline).startswith("not paired") and why in \
+            report.paired_difference(unlike, baseline)
     assert report.ranges([21, 22, 23, 25, 27, 28]) == "21-23, 25, 27-28"
 
 
+def test_failure_bound_is_clopper_pearsons():
+    assert abs(report.failure_bound(0, 10) - (1 - 0.05 ** 0.1)) < 1e-9  # 0 of 10: about 26%
+    assert abs(report.failure_bound(0, 10) - 0.2589) < 1e-4
+    assert abs(report.failure_bound(1, 10) - 0.3942) < 1e-4  # the binomial tail at 1 failure is 5% there
+    assert report.failure_bound(3, 3) == 1.0
+
+
 def test_experiments_page_is_written_from_the_recorded_runs(tmp_path):
-    for variant, finals in [("step3", [99.40, 99.50]), ("silu", [99.50, 99.70]), ("mish", [99.50, 99.60]),
-                            ("old", [99.50, 99.50])]:
-        (tmp_path / variant / "seeds").mkdir(parents=True)
+    # (variant, set, code fingerprint, recipe fingerprint, finals on seeds 21 and 22)
+    specs = [("step3", "test", "f1", None, [99.40, 99.50]), ("step3", "validation", "f1", None, [99.30, 99.40]),
+             ("silu", "validation", "f1", "r1", [99.40, 99.60]), ("mish", "validation", "f1", "r1", [99.40, 99.50]),
+             ("silu", "test", "f0", "r0", [99.50, 99.70]), ("old", "test", None, None, [99.50, 99.50])]
+    for variant, split, code, recipe, finals in specs:
+        (tmp_path / variant / "seeds").mkdir(parents=True, exist_ok=True)
         for seed, final in zip((21, 22), finals):
-            run = dict(make_run(seed, [99.45] * 4 + [final]), step="step3_aug_sched")
-            if variant != "old":  # runs recorded before threads and commits were
-                run.update(threads=1, commit=("b" if variant == "mish" else "a") * 40,
-                           uncommitted_changes=variant == "silu")
-            for epoch in run["epochs"]:
-                epoch["train_seconds"] = 30.0
-            (tmp_path / variant / "seeds" / f"step3_aug_sched_seed{seed}.json").write_text(json.dumps(run))
+            run = dict(make_run(seed, [99.45] * 4 + [final]), step="step3_aug_sched", evaluated_on=split)
+            run["epochs"] = [{f"{split}_acc": e["test_acc"], "train_seconds": 30.0}
+                             for e in run["epochs"]]
+            if variant != "old":  # runs recorded before threads, commits and fingerprints were
+                run.update(threads=1, commit=("b" if code == "f0" else "a") * 40, uncommitted_changes=False,
+                           code_fingerprint=code, **({"recipe_fingerprint": recipe} if recipe else {}))
+            name = f"step3_aug_sched_seed{seed}{'_validation' if split == 'validation' else ''}.json"
+            (tmp_path / variant / "seeds" / name).write_text(json.dumps(run))
     page = tmp_path / "EXPERIMENTS.md"
     variants = {"step3": dict(what="step 3 unchanged", paired_with="step3"),
-                "silu": dict(what="SiLU", paired_with="step3"), "untried": dict(what="never run", paired_with="step3"),
+                "silu": dict(what="SiLU", paired_with="step3", decided="kept ReLU"),
+                "untried": dict(what="never run", paired_with="step3"),
                 "mish": dict(what="Mish", paired_with="silu"), "old": dict(what="old runs", paired_with="step3")}
-    report.write_experiments_md(tmp_path, page, variants)
-    rows = [line for line in page.read_text().splitlines() if line.startswith("| ") and "--seeds" in line]
-    # By hand: silu - step3 = +0.1, +0.2 (mean 0.15, SE 0.05); mish - silu = 0, -0.1.
-    assert rows == [
-        "| step3 | step 3 unchanged | 21-22 | 99.45 ± 0.07 | 99.40 | 2 of 2 | – | 30.0 (1) | aaaaaaa | "
-        "`python tools/ablations.py step3 --seeds 21,22 --jobs 2` |",
-        "| mish | Mish | 21-22 | 99.55 ± 0.07 | 99.45 | 2 of 2 | -0.050 ± 0.050 (2 seeds, vs silu) | 30.0 (1) | "
-        "bbbbbbb | `python tools/ablations.py mish --seeds 21,22 --jobs 2` |",
-        "| old | old runs | 21-22 | 99.50 ± 0.00 | 99.45 | 2 of 2 | not paired: thread counts differ or were not "
-        "recorded | 30.0 (?) | unknown | `python tools/ablations.py old --seeds 21,22 --jobs 2` |",
-        "| silu | SiLU | 21-22 | 99.60 ± 0.14 | 99.45 | 2 of 2 | +0.150 ± 0.050 (2 seeds) | 30.0 (1) | aaaaaaa+ | "
-        "`python tools/ablations.py silu --seeds 21,22 --jobs 2` |"]
-    assert "- `untried`: never run" in page.read_text() and "## silu" in page.read_text()
+    report.write_experiments_md(tmp_path, page, variants, current=("f1", "r1"))
+    text = page.read_text()
+    validation, test = text.split("## Validation runs")[1].split("## Test-set runs")
+    row = lambda part, name: next(line for line in part.splitlines() if line.startswith(f"| {name} |"))
+    # By hand, on validation: silu - step3 = +0.1, +0.2 (mean 0.15, SE 0.05); mish - silu = 0, -0.1.
+    assert "| +0.150 ± 0.050 (2 seeds) |" in row(validation, "silu") and "| kept ReLU |" in row(validation, "silu")
+    assert "| -0.050 ± 0.050 (2 seeds, vs silu) |" in row(validation, "mish")
+    assert row(validation, "silu").endswith("`python tools/ablations.py silu --seeds 21,22 --jobs 2 --validation` |")
+    assert "| 99.35 ± 0.07 | 99.30 | 1 of 2 (fails < 97%) |" in row(validation, "step3")  # 1 - p^2 = 5%
+    # On test: silu's runs were made by other code (and commit b), old ones kept no fingerprint.
+    assert "not paired: the runs were made by other code" in row(test, "silu")
+    assert "at bbbbbbb: `git checkout bbbbbbb`, then `python tools/ablations.py silu" in row(test, "silu")
+    assert "not paired: no code fingerprint recorded" in row(test, "old") and "| unknown |" in row(test, "old")
+    assert "- `untried`: never run" in text and "## silu, seeds 21-22, validation set, aaaaaaa" in text
 
 
-def test_frontier_table_figure_and_smallest_passing_network(tmp_path):
-    # step3: 10 seeds passing; tiny: smaller, 10 seeds, one fails; small: 2 seeds passing (too few).
+def test_frontier_table_figure_and_pass_counts_with_their_bounds(tmp_path):
+    # step3: 10 seeds passing; tiny: smaller, 10 seeds, one fails; small: 2 seeds passing; silu: no group.
     specs = {"step3": (7662, [99.50] * 10), "tiny": (1595, [99.30] + [99.42] * 9), "small": (3898, [99.50, 99.60]),
              "silu": (7662, [99.50] * 10)}
     for variant, (params, finals) in specs.items():
         (tmp_path / variant / "seeds").mkdir(parents=True)
         for seed, final in enumerate(finals, start=21):
             run = dict(make_run(seed, [99.45] * 4 + [final]), step="step3_aug_sched", params=params,
-                       macs=params * 200, threads=1, commit="a" * 40)
+                       macs=params * 200, threads=1, commit="a" * 40, code_fingerprint="f1")
             for epoch in run["epochs"]:
                 epoch["train_seconds"] = 20.0
             (tmp_path / variant / "seeds" / f"step3_aug_sched_seed{seed}.json").write_text(json.dumps(run))
@@ -122,18 +140,16 @@ def test_frontier_table_figure_and_smallest_passing_network(tmp_path):
                 "small": dict(what="designed", paired_with="tiny", group="design"),
                 "silu": dict(what="SiLU", paired_with="step3")}
     page = tmp_path / "EXPERIMENTS.md"
-    report.write_experiments_md(tmp_path, page, variants)
+    report.write_experiments_md(tmp_path, page, variants, current=("f1", None))
     text = page.read_text()
     frontier = text[text.index("## The frontier of sizes"):].split("\n## ")[0]
     rows = [line for line in frontier.splitlines() if line.startswith("| ") and "--seeds" in line]
     assert rows == [  # smallest first; silu (no group) is not on the frontier
-        "| tiny | frontier | 1,595 | 319,000 | 21-30 | 99.41 ± 0.04 | 99.30-99.42 | 99.30 | 9 of 10 | 20.0 (1) | "
-        "`python tools/ablations.py tiny --seeds 21,22,23,24,25,26,27,28,29,30 --jobs 2` |",
-        "| small | design | 3,898 | 779,600 | 21-22 | 99.55 ± 0.07 | 99.50-99.60 | 99.45 | 2 of 2 | 20.0 (1) | "
-        "`python tools/ablations.py small --seeds 21,22 --jobs 2` |",
-        "| step3 | frontier | 7,662 | 1,532,400 | 21-30 | 99.50 ± 0.00 | 99.50-99.50 | 99.45 | 10 of 10 | 20.0 (1) | "
-        "`python tools/ablations.py step3 --seeds 21,22,23,24,25,26,27,28,29,30 --jobs 2` |"]
-    # tiny fails one seed and small has only 2: the smallest passing on 10 or more is step 3's size
-    assert "on every one of 10 or more seeds: **step3**, 7,662 parameters, 10 of 10 seeds" in frontier
+        "| tiny | frontier | 1,595 | 319,000 | 21-30 | 99.41 ± 0.04 | 99.30-99.42 | 99.30 | 9 of 10 (fails < 39%) | "
+        "20.0 (1) | `python tools/ablations.py tiny --seeds 21,22,23,24,25,26,27,28,29,30 --jobs 2` |",
+        "| small | design | 3,898 | 779,600 | 21-22 | 99.55 ± 0.07 | 99.50-99.60 | 99.45 | 2 of 2 (fails < 78%) | "
+        "20.0 (1) | `python tools/ablations.py small --seeds 21,22 --jobs 2` |",
+        "| step3 | frontier | 7,662 | 1,532,400 | 21-30 | 99.50 ± 0.00 | 99.50-99.50 | 99.45 | 10 of 10 (fails < 26%) "
+        "| 20.0 (1) | `python tools/ablations.py step3 --seeds 21,22,23,24,25,26,27,28,29,30 --jobs 2` |"]
     assert "![final accuracy against parameters](frontier.png)" in frontier
     assert (tmp_path / "frontier.png").stat().st_size > 10_000

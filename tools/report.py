@@ -7,6 +7,7 @@
 `make results`, `make seeds` and `make experiments` call it.
 """
 import argparse
+import importlib
 import json
 import math
 import os
@@ -16,7 +17,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
-from common import TARGET_ACC, UserError, format_summary, main_guard, provenance, save_figure, write_atomically  # noqa: E402,E501
+from common import (TARGET_ACC, UserError, format_summary, main_guard, provenance, save_figure,  # noqa: E402
+                    summarize, write_atomically)
 
 LAST = 5  # the target must hold in each of the last LAST epochs
 
@@ -204,8 +206,11 @@ def write_results_md(json_paths, out_path, seeds_folder=None, seeds=None, robust
              "(`tools/figures.py`)."]
     for run in runs:
         step = run["step"]
-        text += ["", f"### {step}", "", format_summary(run["layers"]), "",
-                 f"![receptive field]({plots}/{step}_receptive_field.png)", "",
+        layers = run.get("layers") or summarize(importlib.import_module(step).Net())  # older runs: from the model
+        figure = f"{plots}/{step}_receptive_field.png"
+        text += ["", f"### {step}", "", format_summary(layers), "",
+                 f"![receptive field]({figure})" if Path(figure).exists() else
+                 "(No receptive-field figure yet: `make all` draws it from the step's trained weights.)", "",
                  f"[curves]({plots}/{step}_curves.png), [misclassified test digits]({plots}/{step}_misclassified.png)"]
     write_atomically(out_path, "\n".join(text) + "\n")
     if readme is not None:  # the README quotes the main table, between two markers
