@@ -9,7 +9,7 @@
    backward, step on batches augmented beforehand) and (b) common.train_epoch, the steps'
    loop (augmentation on the fly, metrics, progress); and the test pass over 10,000 images.
 
-`--variants step3 dropout-0.05 ...` instead times (b) for each variant of tools/ablations.py,
+`--variants step3 no-dropout ...` instead times (b) for each variant of tools/ablations.py,
 alternating, best of 3, and writes results/bench_variants.md.
 """
 import argparse

@@ -104,8 +104,8 @@ def robustness(models, images, labels):
     perturbation and level; each moved set is made once and read by every model."""
     # On a CPU these small convolutions run about four times as fast with channels-last memory in
     # batches of 500 as in the default layout in batches of 2,000 (measured for step 3 on 10,000
-    # images: 0.9 s against 3.6 s); a test checks that the accuracy is the same. (Training keeps
-    # the default layout: the CPU's channels-last BatchNorm is slower and less exact in training.)
+    # images: 0.9 s against 3.6 s); a test checks that the accuracy is the same. (Training is
+    # channels-last too: common.train_one_seed.)
     models = {name: model.to(memory_format=torch.channels_last) for name, model in models.items()}
     strengths = {"plain": None, **{f"{kind}, {level}": strength for kind, (_, *levels) in PERTURBATIONS.items()
                                    for level, strength in zip(["mild", "strong"], levels)}}
