@@ -33,7 +33,7 @@ def fingerprint(recipe):
     return dict(layers=[r["layer"] for r in rows], shapes=[r["shape"] for r in rows],
                 params=common.count_params(model), macs=sum(r["macs"] for r in rows), rf=rows[-1]["rf"],
                 augmentation=augmentation, rates=rates, weight_decay=optimizer.param_groups[0]["weight_decay"],
-                test=recipe.test, model=model,
+                test=recipe.test, model=model, settings={**step3.SETTINGS, **recipe.settings},
                 dropout={type(m) for m in model.modules() if isinstance(m, nn.Dropout)})
 
 
@@ -50,6 +50,7 @@ CHANGES = {
     "dropout2d": ("step3", {"layers", "dropout"}),
     **{f"widths-x{factor:g}": ("step3", {"shapes", "params", "macs"}) for factor in ablations.FRONTIER},
     "separable-3.9k": ("step3", {"layers", "shapes", "params", "macs"}),
+    "x0.7-batch64-no-dropout": ("widths-x0.7", {"layers", "dropout", "settings"}),
 }
 
 
@@ -100,6 +101,10 @@ def test_the_changes_are_the_ones_described():
     assert separable[3:9] == [(12, 12, 3, 12), (12, 20, 1, 1), (20, 20, 3, 20), (20, 24, 1, 1), (24, 24, 3, 24),
                               (24, 28, 1, 1)]
     assert v["separable-3.9k"]["params"] == 3898 < 4000
+    small = v["x0.7-batch64-no-dropout"]
+    assert small["dropout"] == set() and small["params"] == v["widths-x0.7"]["params"] == 3833
+    assert small["settings"] == dict(step["settings"], batch_size=64, lr=0.05)  # the rate per image kept
+    assert small["settings"]["lr"] / 64 == step["settings"]["lr"] / step["settings"]["batch_size"]
     assert v["plain-last-third"]["augmentation"] == [step3.AUGMENTATION] * 10 + [None] * 5
     assert v["average-floor-10"]["rates"][-1] == pytest.approx(0.1 * 0.1)
 
@@ -159,11 +164,20 @@ def test_cli_lists_variants_and_runs_seeds(tmp_path, data_dir):
         assert record["status"] == "complete" and record["params"] == 7662 and record["seed"] == seed
         assert record["variant"] == "no-dropout" and len(record["commit"]) == 40
         assert record["evaluated_on"] == "validation" and "validation_acc" in record["epochs"][0]
-        assert f"| {seed} |" in (tmp_path / "seeds_validation.md").read_text()
+        assert f"| {seed} |" in stdout  # the seeds table of exactly the seeds run
     code, _, stderr = call(ablations.main, "--variants-json", tmp_path / "variants.json")
     variants = json.loads((tmp_path / "variants.json").read_text())
     assert variants["plain-last-third"] == {"what": ablations.VARIANTS["plain-last-third"].what,
                                             "paired_with": "conv-before-pool", "decided": "not adopted (test set)"}
+
+
+def test_a_variants_settings_are_its_defaults_and_options_override_them(tmp_path, data_dir):
+    quick = ["--seeds", "1", "--epochs", "1", "--subset", "256", "--data-dir", data_dir, "--device", "cpu"]
+    for out, options, expected in (("own", [], (64, 0.05)), ("override", ["--batch-size", "32"], (32, 0.05))):
+        code, _, stderr = call(ablations.main, "x0.7-batch64-no-dropout", *quick, "--out", tmp_path / out, *options)
+        assert code == 0, stderr
+        settings = json.loads((tmp_path / out / "seeds" / "step3_aug_sched_seed1.json").read_text())["settings"]
+        assert (settings["batch_size"], settings["lr"]) == expected
 
 
 def test_seeds_side_by_side_match_seeds_one_after_another(tmp_path, data_dir):
@@ -185,7 +199,7 @@ def test_seeds_side_by_side_match_seeds_one_after_another(tmp_path, data_dir):
     assert side["threads"] == alone["threads"] == 1
     assert [e["test_acc"] for e in side["epochs"]] == [e["test_acc"] for e in alone["epochs"]]
     assert [e["train_loss"] for e in side["epochs"]] == [e["train_loss"] for e in alone["epochs"]]
-    assert "| 4 |" in (tmp_path / "side" / "seeds.md").read_text()
+    assert "| 4 |" in stdout and "| 5 |" in stdout
 
 
 def test_step3_pool_halves_the_map_and_keeps_a_flat_one_flat():

@@ -5,12 +5,13 @@
     python tools/ablations.py no-dropout --seeds 41,42,43 --jobs 2 --validation   # -> results/experiments/no-dropout/
     python tools/ablations.py widths-x0.7 --seeds 21,22,23 --jobs 2               # step 3 at 0.7x its widths
 
-Each seed writes <out>/seeds/step3_aug_sched_seed<N>.json (with --validation, ..._validation.json);
-then <out>/seeds.md (seeds_validation.md) is built from exactly those seeds (tools/report.py). With --jobs N, N seeds train side by side, each in its own
-process with one thread (one core each); a seed run with one thread gives the same numbers
-alone or beside others, while another thread count changes its last digits. Every other
-option is step 3's own (`python step3_aug_sched.py --help`), so changes of batch size or
-rate need no variant. `make experiments` gathers every variant into EXPERIMENTS.md.
+Each seed writes <out>/seeds/step3_aug_sched_seed<N>.json (with --validation, ..._validation.json),
+and the seeds table of exactly those seeds is printed. With --jobs N, N seeds train side by side,
+each in its own process with one thread (one core each); a seed run with one thread gives the
+same numbers alone or beside others, while another thread count changes its last digits. Every
+other option is step 3's own (`python step3_aug_sched.py --help`); a variant may change step 3's
+defaults (its `settings`), and the options still override them. `make experiments` gathers every
+variant's runs into EXPERIMENTS.md.
 """
 import argparse
 import json
@@ -39,11 +40,13 @@ class Recipe:
     """What makes step 3 one variant: the pieces train_one_seed receives, step 3's own unless a variant
     names others. `net` builds the model; `augmentation` is a dict (see common.random_affine) or a
     function of (epoch, epochs) giving the epoch's; `test` is the evaluation pass (common.evaluate);
-    `paired_with` the variant it is judged against; `decided` what its runs chose, and on which set."""
+    `paired_with` the variant it is judged against; `decided` what its runs chose, and on which set;
+    `settings` changes step 3's defaults (epochs, batch_size, lr), which the command line still overrides."""
     what: str
     net: Callable = step3.Net
     make_optimizer: Callable = step3.make_optimizer
     augmentation: object = field(default_factory=lambda: dict(step3.AUGMENTATION))
+    settings: dict = field(default_factory=dict)
     test: Callable = common.evaluate
     paired_with: str = "step3"
     decided: str = ""
@@ -168,6 +171,12 @@ VARIANTS["separable-3.9k"] = STEP3.but(
     "12 -> 20 -> 24 -> 28 (each a 3x3 per channel and a 1x1 across)",
     net=net((8, 8, 12, 20, 24, 28), swap(nn.Conv2d, separable, "block2"), swap(nn.Conv2d, separable, "block3")),
     paired_with="widths-x0.7")
+# More optimiser steps and no dropout for a network this small: the rate scales with the batch (0.1 at 128).
+SMALL_DESIGNS += ("x0.7-batch64-no-dropout",)
+VARIANTS["x0.7-batch64-no-dropout"] = VARIANTS["widths-x0.7"].but(
+    "widths-x0.7 (3,833 parameters), no dropout, batches of 64 at a peak rate of 0.05: twice the optimiser "
+    "steps per epoch", net=net(scaled(0.7), no_dropout), settings=dict(batch_size=64, lr=0.05),
+    paired_with="widths-x0.7")
 
 
 def record_path(out, seed, validation, suffix=".json"):
@@ -235,7 +244,7 @@ def main(argv=None):
     parser.add_argument("--seeds", type=seed_list, help="the seeds to train, e.g. 1,2,3")
     parser.add_argument("--jobs", type=int, default=1,
                         help="seeds trained side by side, one process and one thread each")
-    parser.add_argument("--out", help="folder for the JSONs and seeds.md (default results/experiments/VARIANT)")
+    parser.add_argument("--out", help="folder for the JSONs (default results/experiments/VARIANT)")
     known, step_argv = parser.parse_known_args(argv)
     if known.variants_json:
         return write_variants_json(known.variants_json)
@@ -247,14 +256,15 @@ def main(argv=None):
         parser.error("--seeds is required, e.g. --seeds 1,2,3")
     out = Path(known.out or f"results/experiments/{known.variant}")
     (out / "seeds").mkdir(parents=True, exist_ok=True)
-    args = common.parse_args(step3.__doc__, step3.SETTINGS, step_argv)  # step 3's options, checked
+    args = common.parse_args(step3.__doc__, {**step3.SETTINGS, **VARIANTS[known.variant].settings},
+                             step_argv)  # step 3's options, checked
     print(f"variant {known.variant}: {VARIANTS[known.variant].what}", flush=True)
     if known.jobs > 1 and len(known.seeds) > 1:
         train_side_by_side(known.variant, known.seeds, known.jobs, step_argv, out, args.validation)
     else:
         train_seeds(known.variant, known.seeds, args, out)
     runs = report.read_runs([record_path(out, seed, args.validation) for seed in known.seeds])
-    print(report.write_seeds_md(out / ("seeds_validation.md" if args.validation else "seeds.md"), runs))
+    print(report.seeds_table(sorted(runs, key=lambda r: r["seed"])))
 
 
 def seed_list(text):
