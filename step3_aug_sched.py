@@ -1,7 +1,7 @@
 """Step 3: augmentation, a rate schedule and anti-aliased pools hold 99.4% under 8,000 parameters.
 
 Target
-    At least 99.4% test accuracy in each of the last 5 of 15 epochs, on any seed, with fewer than
+    At least 99.4% test accuracy in each of the last 5 of 15 epochs, on every seed, with fewer than
     8,000 parameters and no fully connected layer. Step 2 stalled near 99.2% and learned only the
     digits as written, so: a rate schedule (a warm-up to --lr over 20% of the steps, a cosine down to
     1% of it by 75%, then flat); every digit rotated (up to 10 degrees), zoomed (10%) and shifted
@@ -9,19 +9,23 @@ Target
     anti-aliased pools (a max at stride 1, a fixed blur at stride 2: a digit moved by a pixel gives
     nearly the same features); the last 3x3 convolution after the second pool.
 
-Result (`make all`: seed 1, CPU, results.md; `make seeds`: seeds 21-30, results/seeds.md)
-    7,662 parameters, 1.65 M multiply-adds per image, receptive field 40 px. Seed 1: final 99.46%
-    (best 99.50%), at or above 99.4% from epoch 10 on; 30.3 s per epoch (2 threads). Seeds 21-30:
-    final 99.57% +- 0.03 (mean, sample std), worst of the last 5 epochs 99.50%. Moved test digits
-    (results.md): 97.9% rotated up to 30 degrees (step 2: 95.8%), 99.0% shifted 4 px (93.7%).
+Result (`make all`: seed 1, 2 threads; `make seeds`: report seeds 31-40, 1 thread each; CPU)
+    7,662 parameters, 1.65 M multiply-adds per image, receptive field 40 px. Seed 1: final
+    99.52% (best 99.53%), at or above 99.4% from epoch 8 on; 36.6 s per epoch. Seeds 31-40:
+    final 99.54% +- 0.05 (mean, sample std); worst of the last 5 epochs 99.42% (seed 35);
+    10 of 10 pass. Moved test digits (results.md): 97.88% rotated up to 30 degrees (step 2:
+    95.78%), 98.87% shifted 4 px (93.66%); but with strokes 1 px thinner 90.30%, below
+    step 1's 95.32%: the augmentation never thins a stroke.
 
 Analysis
-    The goal holds on every seed with a margin: from epoch 12 (the rate near its floor) a seed moves
-    by under 0.1 point an epoch, about the test set's own sampling error, so changes are judged on
-    many seeds, paired (EXPERIMENTS.md). Dropout stays: without it an epoch takes 0.8x as long on a
-    CPU but loses 0.030 +- 0.012; none at 28x28 -0.031 +- 0.015, whole maps -0.064 +- 0.017, nn.Dropout's
-    own masks -0.001 +- 0.017 (10 seeds each). Every width x0.85 (5,768 parameters): -0.048 +- 0.018,
-    10 of 10 passing; x0.7 (3,833): -0.146 +- 0.022, 3 of 10 short; separable (3,898): 9 of 10 passing.
+    The goal holds on all ten report seeds, thinly on the worst. From epoch 12 (the rate near
+    its floor) a seed moves by under 0.1 point an epoch, about the test set's own sampling
+    error, and 10 passes in 10 still allow a failure rate up to 26%: so a change is judged
+    on many seeds, paired, on the validation split (EXPERIMENTS.md). Dropout stays from
+    earlier test-set comparisons made before runs recorded their code (not paired like for
+    like). Where 7,662 stands: on development seeds, every width x0.85 (5,768 parameters)
+    passed 10 of 10, x0.7 (3,833) 7 of 10 and a separable design (3,898) 9 of 10
+    (EXPERIMENTS.md, the frontier); no network under 4,000 has yet passed on every seed.
 """
 import math
 
