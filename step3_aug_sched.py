@@ -11,7 +11,7 @@ Target
 
 Result (`make all`: seed 1, 2 threads; `make seeds`: report seeds 31-40, 1 thread each; CPU)
     7,662 parameters, 1.65 M multiply-adds per image, receptive field 40 px. Seed 1: final
-    99.52% (best 99.53%), at or above 99.4% from epoch 8 on; 36.6 s per epoch. Seeds 31-40:
+    99.52% (best 99.53%), at or above 99.4% from epoch 8 on (timings: results.md). Seeds 31-40:
     final 99.54% +- 0.05 (mean, sample std); worst of the last 5 epochs 99.42% (seed 35);
     10 of 10 pass. Moved test digits (results.md): 97.88% rotated up to 30 degrees (step 2:
     95.78%), 98.87% shifted 4 px (93.66%); but with strokes 1 px thinner 90.30%, below
