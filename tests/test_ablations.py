@@ -51,6 +51,8 @@ CHANGES = {
     **{f"widths-x{factor:g}": ("step3", {"shapes", "params", "macs"}) for factor in ablations.FRONTIER},
     "separable-3.9k": ("step3", {"layers", "shapes", "params", "macs"}),
     "x0.7-batch64-no-dropout": ("widths-x0.7", {"layers", "dropout", "settings"}),
+    "x0.7-no-dropout": ("widths-x0.7", {"layers", "dropout"}),
+    "separable-3.9k-no-dropout": ("separable-3.9k", {"layers", "dropout"}),
 }
 
 
