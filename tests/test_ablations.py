@@ -53,6 +53,7 @@ CHANGES = {
     "x0.7-batch64-no-dropout": ("widths-x0.7", {"layers", "dropout", "settings"}),
     "x0.7-no-dropout": ("widths-x0.7", {"layers", "dropout"}),
     "separable-3.9k-no-dropout": ("separable-3.9k", {"layers", "dropout"}),
+    "x0.7-no-dropout-mild-warps": ("x0.7-no-dropout", {"augmentation"}),
 }
 
 
