@@ -157,6 +157,16 @@ def none_passes_under(size):
                            for r in runs), f"{size:,}")
 
 
+def within_two_errors(names):
+    """'two', and the fewest seeds paired, when each variant's paired validation difference from the variant
+    it is paired with is under two standard errors."""
+    variants = json.loads((ROOT / "results/experiments/variants.json").read_text())
+    pairs = [report.paired_difference(variant_runs(name, split="validation"),
+                                      variant_runs(variants[name]["paired_with"], split="validation"))
+             for name in names]
+    return if_true(all(abs(mean) < 2 * error for _, mean, error in pairs), "two"), str(min(n for n, _, _ in pairs))
+
+
 ONE, TWO, THREE = (f"{step}.py" for step in STEPS)
 HEADER = r"([\d,]+) parameters, ([\d.]+) M multiply-adds per image, receptive field (\d+) px"
 CLAIMS = [
@@ -215,6 +225,9 @@ CLAIMS = [
                   r"failure rate only below (\d+)%\); none under (4,000)",
      lambda: (*frontier("widths-x0.85"), f"{100 * report.failure_bound(0, len(variant_runs('widths-x0.85', range(21, 31)))):.0f}",
               none_passes_under(4000))),
+    ("README.md", r"At x0.7's size \(([\d,]+)\)", lambda: (f"{variant_runs('widths-x0.7')[0]['params']:,}",)),
+    ("README.md", r"by less than (two) standard\s+errors over (\d+) paired seeds",
+     lambda: within_two_errors(("x0.7-no-dropout", "x0.7-batch64-no-dropout", "x0.7-no-dropout-mild-warps"))),
 ]
 
 
