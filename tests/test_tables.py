@@ -94,7 +94,7 @@ def test_experiments_page_is_written_from_the_recorded_runs(tmp_path):
     for variant, split, code, recipe, finals in specs:
         (tmp_path / variant / "seeds").mkdir(parents=True, exist_ok=True)
         for seed, final in zip((21, 22), finals):
-            run = dict(make_run(seed, [99.45] * 4 + [final]), step="step3_aug_sched", evaluated_on=split)
+            run = dict(make_run(seed, [99.45] * 4 + [final]), step="step3_aug_sched", evaluated_on=split, params=7662)
             run["epochs"] = [{f"{split}_acc": e["test_acc"], "train_seconds": 30.0}
                              for e in run["epochs"]]
             if variant != "old":  # runs recorded before threads, commits and fingerprints were
@@ -106,7 +106,8 @@ def test_experiments_page_is_written_from_the_recorded_runs(tmp_path):
     variants = {"step3": dict(what="step 3 unchanged", paired_with="step3"),
                 "silu": dict(what="SiLU", paired_with="step3", decided="kept ReLU"),
                 "untried": dict(what="never run", paired_with="step3"),
-                "mish": dict(what="Mish", paired_with="silu"), "old": dict(what="old runs", paired_with="step3")}
+                "mish": dict(what="Mish", paired_with="silu", group="design", decided="not chosen"),
+                "old": dict(what="old runs", paired_with="step3")}
     report.write_experiments_md(tmp_path, page, variants, current=("f1", "r1"))
     text = page.read_text()
     validation, test = text.split("## Validation runs")[1].split("## Test-set runs")
@@ -121,6 +122,10 @@ def test_experiments_page_is_written_from_the_recorded_runs(tmp_path):
     assert "at bbbbbbb: `git checkout bbbbbbb`, then `python tools/ablations.py silu" in row(test, "silu")
     assert "not paired: no code fingerprint recorded" in row(test, "old") and "| unknown |" in row(test, "old")
     assert "- `untried`: never run" in text and "## silu, seeds 21-22, validation set, aaaaaaa" in text
+    # A design's chain of evidence: the comparison that judged it (paired, on validation), then its test runs.
+    design = text[text.index("## The designs"):].split("\n## ")[0]
+    assert ("- **mish** (7,662 parameters), judged along silu -> mish.\n"
+            "  - Validation: -0.050 ± 0.050 (2 seeds, vs silu); decided: not chosen.\n  - No test runs.") in design
 
 
 def test_frontier_table_figure_and_pass_counts_with_their_bounds(tmp_path):
@@ -152,4 +157,6 @@ def test_frontier_table_figure_and_pass_counts_with_their_bounds(tmp_path):
         "| step3 | frontier | 7,662 | 1,532,400 | 21-30 | 99.50 ± 0.00 | 99.50-99.50 | 99.45 | 10 of 10 (fails < 26%) "
         "| 20.0 (1) | `python tools/ablations.py step3 --seeds 21,22,23,24,25,26,27,28,29,30 --jobs 2` |"]
     assert "![final accuracy against parameters](frontier.png)" in frontier
+    assert ("- **small** (3,898 parameters), judged along tiny -> small.\n  - No validation runs.\n"
+            "  - Test, seeds 21-22: mean final 99.55%, 2 of 2 (fails < 78%) passing.") in text
     assert (tmp_path / "frontier.png").stat().st_size > 10_000

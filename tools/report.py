@@ -304,6 +304,46 @@ def command(name, runs, current):
             else f"not reproducible here (made by {commits(runs)}): `{line}` runs this tree's code")
 
 
+def paired_text(name, runs, rows, variants, reference):
+    """The paired column for `runs` of variant `name`: against the variant it is paired with (else
+    `reference`), on the same set, by runs of the same code where there are such."""
+    against, split = variants.get(name, {}).get("paired_with", reference), evaluated_on(runs[0])
+    candidates = [group for other, group in rows if other == against and evaluated_on(group[0]) == split]
+    like = [g for g in candidates if g[0].get("code_fingerprint") == runs[0].get("code_fingerprint")
+            and runs[0].get("code_fingerprint")]
+    paired = (None if name == reference else
+              paired_difference(runs, (like or candidates or [[]])[0]) if candidates else
+              f"not paired: no {against} runs on the {split} set")
+    vs = "" if against == reference else f", vs {against}"
+    return (paired if isinstance(paired, str) else
+            f"{paired[1]:+.3f} ± {paired[2]:.3f} ({paired[0]} seeds{vs})" if paired else "–")
+
+
+def designs_section(rows, variants, reference):
+    """Each network designed for a small size, with the chain of variants it is judged along (each paired
+    with the next): its paired validation result and what that decided, then its test runs."""
+    designs = [name for name in variants if variants[name].get("group") == "design"
+               and any(other == name for other, _ in rows)]
+    if not designs:
+        return []
+    lines = ["", "## The designs: from the validation comparisons to the test", "",
+             "Each design is paired with the variant before it in its chain; a link is chosen only on the "
+             "validation split, and the test set then reports the design.", ""]
+    for name in designs:
+        chain = [name]
+        while variants.get(chain[-1], {}).get("paired_with") not in (None, reference, *chain):
+            chain.append(variants[chain[-1]]["paired_with"])
+        tested = [runs for other, runs in rows if other == name and evaluated_on(runs[0]) == "test"]
+        checked = [runs for other, runs in rows if other == name and evaluated_on(runs[0]) == "validation"]
+        params = (tested or checked)[0][0]["params"]
+        lines.append(f"- **{name}** ({params:,} parameters), judged along {' -> '.join(reversed(chain))}.")
+        lines += [f"  - Validation: {paired_text(name, runs, rows, variants, reference)}; decided: "
+                  f"{variants[name].get('decided') or '–'}." for runs in checked] or ["  - No validation runs."]
+        lines += [f"  - Test, seeds {seed_ranges(runs)}: mean final {seeds_summary(runs)['mean']:.2f}%, "
+                  f"{passing(runs)} passing." for runs in tested] or ["  - No test runs."]
+    return lines
+
+
 def frontier_section(rows, variants, figure, page_folder, current):
     """EXPERIMENTS.md's frontier of sizes: the test-set rows of the variants of group "frontier" (step 3 at
     several widths) and "design" (smaller networks designed for their size), smallest first, their figure,
@@ -411,21 +451,13 @@ def write_experiments_md(folder, out_path, variants, reference="step3", current=
                   "|---|---|---|---|---:|---:|---:|---|---:|---|---|"]
         for name, runs in chosen:
             s, entry = seeds_summary(runs), variants.get(name, {})
-            against = entry.get("paired_with", reference)
-            candidates = [group for other, group in rows if other == against and evaluated_on(group[0]) == split]
-            like = [g for g in candidates if g[0].get("code_fingerprint") == runs[0].get("code_fingerprint")
-                    and runs[0].get("code_fingerprint")]
-            paired = (None if name == reference else
-                      paired_difference(runs, (like or candidates or [[]])[0]) if candidates else
-                      f"not paired: no {against} runs on the {split} set")
-            vs = "" if against == reference else f", vs {against}"
-            paired = (paired if isinstance(paired, str) else
-                      f"{paired[1]:+.3f} ± {paired[2]:.3f} ({paired[0]} seeds{vs})" if paired else "–")
+            paired = paired_text(name, runs, rows, variants, reference)
             lines.append(f"| {name} | {entry.get('what', '(retired: no recipe in tools/ablations.py)')} | "
                          f"{entry.get('decided') or '–'} | {seed_ranges(runs)} | {s['mean']:.2f} ± {s['std']:.2f} | "
                          f"{s['worst']:.2f} | {passing(runs)} | {paired} | {seconds_per_epoch(runs)} | "
                          f"{commits(runs)} | {command(name, runs, current)} |")
     lines += frontier_section(rows, variants, folder / "frontier.png", Path(out_path).parent, current)
+    lines += designs_section(rows, variants, reference)
     untried = [name for name in variants if name not in recorded]
     if untried:
         lines += ["", "Variants with no recorded runs yet:", ""] + [f"- `{n}`: {variants[n]['what']}" for n in untried]
