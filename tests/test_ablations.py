@@ -54,6 +54,9 @@ CHANGES = {
     "x0.7-no-dropout": ("widths-x0.7", {"layers", "dropout"}),
     "separable-3.9k-no-dropout": ("separable-3.9k", {"layers", "dropout"}),
     "x0.7-no-dropout-mild-warps": ("x0.7-no-dropout", {"augmentation"}),
+    "x0.7-no-dropout-average": ("x0.7-no-dropout", {"test"}),
+    "x0.7-no-dropout-cosine-to-end": ("x0.7-no-dropout", {"rates"}),
+    "x0.7-no-dropout-average-cosine-to-end": ("x0.7-no-dropout-cosine-to-end", {"test"}),
 }
 
 

@@ -201,10 +201,18 @@ SMALL_DESIGNS += ("x0.7-no-dropout-average", "x0.7-no-dropout-cosine-to-end")
 VARIANTS["x0.7-no-dropout-average"] = VARIANTS["x0.7-no-dropout"].but(
     f"x0.7-no-dropout, and the test reads a moving average of the weights and BatchNorm statistics (decay "
     f"{AVERAGE_DECAY} per step, about 2.5 epochs)", make_optimizer=make_optimizer_with_average,
-    test=evaluate_average, paired_with="x0.7-no-dropout")
+    test=evaluate_average, paired_with="x0.7-no-dropout",
+    decided="a gain (validation): one of the two changes in x0.7-no-dropout-average-cosine-to-end")
 VARIANTS["x0.7-no-dropout-cosine-to-end"] = VARIANTS["x0.7-no-dropout"].but(
     "x0.7-no-dropout with the cosine falling to the floor at the last step (step 3: by 75% of the steps, "
-    "then flat)", make_optimizer=partial(step3.make_optimizer, anneal_end=1.0), paired_with="x0.7-no-dropout")
+    "then flat)", make_optimizer=partial(step3.make_optimizer, anneal_end=1.0), paired_with="x0.7-no-dropout",
+    decided="a gain (validation): one of the two changes in x0.7-no-dropout-average-cosine-to-end")
+# The two gains together, judged against the larger of them alone.
+SMALL_DESIGNS += ("x0.7-no-dropout-average-cosine-to-end",)
+VARIANTS["x0.7-no-dropout-average-cosine-to-end"] = VARIANTS["x0.7-no-dropout-cosine-to-end"].but(
+    "x0.7-no-dropout-cosine-to-end, and the test reads the moving average of x0.7-no-dropout-average",
+    make_optimizer=partial(make_optimizer_with_average, anneal_end=1.0), test=evaluate_average,
+    paired_with="x0.7-no-dropout-cosine-to-end")
 
 
 def record_path(out, seed, validation, suffix=".json"):
