@@ -1,18 +1,24 @@
-# make all          every step (weights kept), its figures, robustness, then results.md and the README table
+# make all          every step (weights kept), their figures, robustness, then results.md and the README table
 # make test         the test suite (what CI runs)
-# make seeds        step 3 on the report SEEDS, JOBS side by side, then every table that quotes them
-# make robustness   accuracy on moved test digits          make colab   single-file steps
-# make experiments  EXPERIMENTS.md from recorded runs      make bench   training speed
+# make seeds        step 3 on the report SEEDS, JOBS side by side, then results.md and EXPERIMENTS.md
+# make results      results.md and the README table from the recorded runs (part of make all and make seeds)
+# make robustness   accuracy on moved test digits, from the saved weights (part of make all)
+# make experiments  EXPERIMENTS.md from every variant's recorded runs
 # make frontier     step 3 at four smaller widths on DEV_SEEDS (hours on a CPU), then EXPERIMENTS.md
-# make clean        what a run rewrites (results/*.json, figures, weights) and the venv; never a committed record
-# The data folder comes from MNIST_DATA_DIR (default: data/, downloaded there if missing).
+# make bench        where a training step's time goes, and one epoch against BENCH_BASE: results/bench.md
+# make colab        the notebooks and single-file steps in colab/
+# make clean        the environment, weights, logs and locks: nothing a commit holds (results stay)
+# STEP_ARGS adds options to every training run (e.g. STEP_ARGS="--epochs 1 --subset 512" for a quick look),
+# BENCH_ARGS to make bench. The data folder comes from MNIST_DATA_DIR (default: data/, downloaded if missing).
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 STEPS := step1_skeleton step2_bn_gap step3_aug_sched
-# Report seeds: no choice has been made on them (seeds 1-5 and 21-30 carried earlier test-set choices).
+# Step 3's report seeds: no step-3 choice was made on them (1-5 and 21-30 are development seeds).
 SEEDS ?= 31,32,33,34,35,36,37,38,39,40
 DEV_SEEDS ?= 21,22,23,24,25,26,27,28,29,30
 JOBS ?= 2
+STEP_ARGS ?=
+BENCH_ARGS ?=
 # make bench times one epoch of step 3 against this commit (before the speed work)
 BENCH_BASE ?= 607dc3a
 
@@ -25,7 +31,7 @@ all: $(STEPS)
 	$(MAKE) --no-print-directory robustness results
 
 $(STEPS): $(VENV)/.installed
-	$(PYTHON) $@.py --save-model
+	$(PYTHON) $@.py --save-model $(STEP_ARGS)
 
 results: $(VENV)/.installed
 	$(PYTHON) tools/report.py results $(STEPS:%=results/%.json) --seeds-folder results/experiments/step3 \
@@ -35,7 +41,7 @@ robustness: $(VENV)/.installed
 	$(PYTHON) tools/robustness.py
 
 seeds: $(VENV)/.installed
-	$(PYTHON) tools/ablations.py step3 --seeds $(SEEDS) --jobs $(JOBS)
+	$(PYTHON) tools/ablations.py step3 --seeds $(SEEDS) --jobs $(JOBS) $(STEP_ARGS)
 	$(MAKE) --no-print-directory results experiments
 
 experiments: $(VENV)/.installed
@@ -43,14 +49,14 @@ experiments: $(VENV)/.installed
 	$(PYTHON) tools/report.py experiments
 
 frontier: $(VENV)/.installed
-	for variant in $(FRONTIER); do $(PYTHON) tools/ablations.py $$variant --seeds $(DEV_SEEDS) --jobs $(JOBS) || exit 1; done
+	for variant in $(FRONTIER); do $(PYTHON) tools/ablations.py $$variant --seeds $(DEV_SEEDS) --jobs $(JOBS) $(STEP_ARGS) || exit 1; done
 	$(MAKE) --no-print-directory experiments
 
 test: $(VENV)/.installed
 	$(PYTHON) -m pytest -q tests
 
 bench: $(VENV)/.installed
-	$(PYTHON) tools/bench.py --base $(BENCH_BASE)
+	$(PYTHON) tools/bench.py --base $(BENCH_BASE) $(BENCH_ARGS)
 
 colab: $(VENV)/.installed
 	$(PYTHON) tools/make_colab.py
@@ -63,7 +69,7 @@ $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m pip install --quiet -r requirements.txt
 	touch $@
 
-# Only what no commit holds: the environment, weights, logs and locks (tests/test_cli.py checks it).
+# Only what no commit holds (tests/test_cli.py checks it).
 clean:
 	rm -rf $(VENV) results/*.pt results/ablations results/experiments/*/seeds/*.log results/experiments/*/seeds/*.lock \
 		.pytest_cache

@@ -53,8 +53,7 @@ def parse_args(doc, defaults, argv=None):
         f"training images, measure on the last {VALIDATION_IMAGES:,}, never on the test set: for choosing")
     add("--out", default="results", help="folder for the run's JSON, plots and checkpoint")
     add("--save-model", action="store_true", help="also write the trained weights to <out>/<step>.pt")
-    args = parser.parse_args(argv)
-    # Refuse bad values and an unavailable device now, before any data is read.
+    args = parser.parse_args(argv)  # bad values and an unavailable device are refused before any data is read
     for name, value in ((n, getattr(args, n)) for n in ("epochs", "batch_size", "lr", "subset")):
         if value is not None and not (value > 0 and math.isfinite(value)):
             parser.error(f"argument --{name.replace('_', '-')}: must be positive, got {value}")
@@ -128,10 +127,9 @@ def affine(images, angles, zooms=None, shifts=None):
 
 
 def summarize(model, input_shape=(1, 1, 28, 28)):
-    """Per leaf layer of `model`, in the order it runs on a blank image: shapes, kernel k, padding p, stride s (none:
-    1, 0, 1), parameters, multiply-adds, and before and after it the receptive field r, the jump j (input pixels
-    between neighbouring units), c the centre of the first unit's field. From r = j = 1, c = 0: c += ((k - 1) d / 2
-    - p) j, r += (k - 1) d j, j *= s (d: dilation); a global pool's k is its input's size."""
+    """Per leaf layer, as it runs on a blank image: shapes, kernel k, padding p, stride s (none: 1, 0, 1), parameters,
+    multiply-adds, and before and after it the receptive field r, jump j (input pixels between units) and first unit's
+    centre c. From r = j = 1, c = 0: c += ((k - 1) d / 2 - p) j, r += (k - 1) d j, j *= s (global pool: k = input)."""
     rows, rf, jump, start = [], 1, 1, 0.0
     def hook(module, inputs, output):
         nonlocal rf, jump, start
@@ -160,8 +158,7 @@ def summarize(model, input_shape=(1, 1, 28, 28)):
 
 
 def format_summary(rows):
-    """The receptive-field table (markdown): one line per layer with a kernel (convolution, pool, blur), the
-    layers after it that keep its size (BatchNorm, ReLU, dropout) folded in, with their parameters."""
+    """The receptive-field table (markdown): a row per layer with a kernel, size-keeping layers after it folded in."""
     table, size = [], lambda shape: "x".join(map(str, shape))
     for r in rows:
         if r["spatial"] or not table:
@@ -181,6 +178,19 @@ def format_summary(rows):
 
 def count_params(model):
     return sum(p.numel() for p in model.parameters())
+
+
+class Dropout16BitMasks(nn.Dropout):
+    """nn.Dropout from 16 random bits a unit, four to a 64-bit draw (cheaper on a CPU); p rounded to k / 2^16."""
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        levels = round(self.p * 2**16)  # an int16 below -2^15 + levels is dropped: probability levels / 2^16
+        if levels == 2**16:
+            return x * 0
+        bits = torch.randint(-2**63, 2**63 - 1, (x.numel() // 4 + 1,), device=x.device).view(torch.int16)[:x.numel()]
+        keep = bits.as_strided(x.shape, torch.empty_like(x).stride()) >= levels - 2**15  # in x's memory layout
+        return x * (keep * (2**16 / (2**16 - levels)))
 
 
 class Diverged(UserError):
@@ -226,14 +236,12 @@ def train_epoch(model, optimizer, scheduler, images, labels, batch_size, generat
 def evaluate(model, images, labels, batch_size=500):
     """Test loss, accuracy (%) and predicted labels; batches of 500: twice as fast as 2,000 on a CPU."""
     model.eval()
-    logits = torch.cat([model(batch) for batch in images.split(batch_size)])
-    predictions = logits.argmax(1)
+    predictions = (logits := torch.cat([model(batch) for batch in images.split(batch_size)])).argmax(1)
     return F.cross_entropy(logits, labels).item(), 100 * (predictions == labels).float().mean().item(), predictions
 
 
 def write_atomically(path, text=None, save=None):
-    """Write `text` (or call `save(file)`) so that `path` is the old or the new file, never half;
-    a full disk or any other OSError is one clear UserError naming the file."""
+    """Write `text` (or call `save(file)`): `path` is the old or the new file, never half; an OSError a UserError."""
     path, tmp = Path(path), None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -241,7 +249,7 @@ def write_atomically(path, text=None, save=None):
             (save or (lambda f: f.write(text.encode())))(f)
         os.replace(tmp, path)
     except BaseException as error:
-        if tmp and os.path.exists(tmp):
+        with contextlib.suppress(TypeError, OSError):  # no temporary file yet, or already gone
             os.unlink(tmp)
         if isinstance(error, OSError):
             raise UserError(f"cannot write {path}: {error.strerror or error}") from None
@@ -273,15 +281,15 @@ def save_curves(path, history, split="test"):
     save_figure(fig, path)
 
 
-def provenance(step, model_class, device, variant, recipe_file=None):
-    """What made a run: the commit (and whether its code, not its outputs, differed); SHA-256 fingerprints of the step's
-    code with this file's, and of a variant's recipe (not of docstrings, which quote results); constants, threads..."""
+def provenance(step, model_class, device, variant, recipe_fingerprint=None):
+    """What made a run: the commit (and whether its code differed); a SHA-256 fingerprint of the step's code with this
+    file's, docstrings left out (they quote results); a variant's recipe fingerprint, else the step's constants; ..."""
     module = sys.modules.get(step) or sys.modules[model_class.__module__]
     files = [getattr(module, "__file__", None), globals().get("__file__")]  # one file when inlined (Colab)
-    after_docstring = lambda path: Path(path).read_text().split('"""', 2)[-1]  # docstrings quote results: not hashed
-    digest = lambda paths: hashlib.sha256("".join(map(after_docstring, paths)).encode()).hexdigest()[:12]
-    code = dict(code_fingerprint=digest(dict.fromkeys(files)) if all(files) else None)
-    code.update(dict(recipe_fingerprint=digest([recipe_file])) if recipe_file else  # a variant's constants: its recipe
+    after_docstring = lambda path: Path(path).read_text().split('"""', 2)[-1]
+    digest = hashlib.sha256("".join(map(after_docstring, dict.fromkeys(files))).encode()).hexdigest()[:12]
+    code = dict(code_fingerprint=digest if all(files) else None)
+    code.update(dict(recipe_fingerprint=recipe_fingerprint) if recipe_fingerprint else
                 dict(constants={k: v for k, v in vars(module).items() if k.isupper() and type(v).__name__ != "module"}))
     git = ["git", "-C", str(Path(files[0] or ".").resolve().parent)]
     try:
@@ -291,33 +299,15 @@ def provenance(step, model_class, device, variant, recipe_file=None):
     except (OSError, subprocess.SubprocessError):  # a copied step (Colab): no repository
         code.update(commit=None, uncommitted_changes=None, repository="none: not run from a git repository")
     cudnn = torch.backends.cudnn  # on CUDA, TF32 and determinism change the numbers
-    cuda = {} if device.type != "cuda" else dict(tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
-        tf32_cudnn=cudnn.allow_tf32, cudnn_benchmark=cudnn.benchmark, cudnn_deterministic=cudnn.deterministic)
-    return dict(**code, variant=variant, device=str(device), threads=torch.get_num_threads(), torch=torch.__version__,
-                **cuda)
-
-
-def claim_record(json_path):
-    """Refuse, in one line, a record that a live process is still writing (its lock names it); else lock it, which
-    proves the output folder writable before any training."""
-    lock = Path(f"{json_path}.lock")
-    with contextlib.suppress(OSError, ValueError):  # no lock, or one left by a run that was killed
-        os.kill(owner := int(lock.read_text()), 0)  # signal 0 only asks: raises if no such process
-        raise UserError(f"{json_path} is being written by a run still going (process {owner}): wait for it to "
-                        "end, or give this run another --out")
-    try:  # the first write of a run: before any training
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        lock.write_text(str(os.getpid()))
-    except OSError as error:
-        raise UserError(f"cannot write to the output folder {lock.parent}: {error.strerror or error}. Choose "
-                        "another with --out.") from None
-    return lock
+    code.update({} if device.type != "cuda" else dict(tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+        tf32_cudnn=cudnn.allow_tf32, cudnn_benchmark=cudnn.benchmark, cudnn_deterministic=cudnn.deterministic))
+    return dict(**code, variant=variant, device=str(device), threads=torch.get_num_threads(), torch=torch.__version__)
 
 
 def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, json_path, augmentation=None,
-                   variant=None, test=evaluate, recipe_file=None):
+                   variant=None, test=evaluate, recipe_fingerprint=None):
     """Train one model; return its record (also written to `json_path`), the model and its last evaluation predictions.
-    A variant (tools/ablations.py) may give its `test` pass, `augmentation` as fn(epoch, epochs), its recipe's file."""
+    A variant (tools/ablations.py) gives its `test` pass, `augmentation` as fn(epoch, epochs) and recipe fingerprint."""
     train_x, train_y, eval_x, eval_y = data
     split = "validation" if getattr(args, "validation", False) else "test"
     torch.manual_seed(seed)  # weights and dropout; the data order and augmentation draw on a CPU generator:
@@ -328,24 +318,34 @@ def train_one_seed(step, model_class, make_optimizer, args, data, device, seed, 
     augment = augmentation if callable(augmentation) else lambda epoch, epochs: augmentation
     record = dict(step=step, seed=seed, params=count_params(model), receptive_field=rows[-1]["rf"],
                   macs=sum(r["macs"] for r in rows), evaluated_on=split, training_images=len(train_x),
-                  **provenance(step, model_class, device, variant or step[:5], recipe_file),
+                  **provenance(step, model_class, device, variant or step[:5], recipe_fingerprint),
                   date=time.strftime("%Y-%m-%d %H:%M"), layers=rows,
                   settings=dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, subset=args.subset,
                                 augmentation=augment(1, args.epochs)), status="running", epochs=[], seconds=0.0)
     save = lambda: write_atomically(json_path, json.dumps(record, indent=1, default=str))
-    lock, start = claim_record(json_path), time.perf_counter()
+    lock = Path(f"{json_path}.lock")  # refuse a record that a live process is writing; else lock it
+    with contextlib.suppress(OSError, ValueError):  # no lock, or one left by a run that was killed
+        os.kill(owner := int(lock.read_text()), 0)  # signal 0 only asks: raises if no such process
+        raise UserError(f"{json_path} is being written by a run still going (process {owner}): wait for it to "
+                        "end, or give this run another --out")
+    try:  # the first write of a run, before any training: the folder is writable
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        lock.write_text(str(os.getpid()))
+    except OSError as error:
+        raise UserError(f"cannot write to the output folder {lock.parent}: {error.strerror or error}. Choose "
+                        "another with --out.") from None
+    start = time.perf_counter()
     try:  # the JSON is written now, after every epoch and when training stops, however it stops
         save()
         for epoch in range(1, args.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
             stats = train_epoch(model, optimizer, scheduler, train_x, train_y, args.batch_size, generator,
                                 augment(epoch, args.epochs), desc=f"epoch {epoch}/{args.epochs}")
-            loss, accuracy, predictions = test(model, eval_x, eval_y)
-            record["epochs"].append({"epoch": epoch, "lr": lr, **stats, f"{split}_loss": loss,
-                                     f"{split}_acc": accuracy})
+            loss, acc, predictions = test(model, eval_x, eval_y)
+            record["epochs"].append({"epoch": epoch, "lr": lr, **stats, f"{split}_loss": loss, f"{split}_acc": acc})
             record["seconds"] = time.perf_counter() - start
             tqdm.write(f"epoch {epoch:2d}/{args.epochs}  lr {lr:.4f}  train loss {stats['train_loss']:.4f} acc "
-                       f"{stats['train_acc']:.2f}%  {split} loss {loss:.4f} acc {accuracy:.2f}%  "
+                       f"{stats['train_acc']:.2f}%  {split} loss {loss:.4f} acc {acc:.2f}%  "
                        f"({stats['train_seconds']:.1f} s)")
             save()
         record["status"] = "complete"
@@ -389,8 +389,7 @@ def main_guard(main):
     try:
         return main()
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(f"error: {error}")  # to stderr, exit code 1
     except KeyboardInterrupt as stop:
         print(f"\n{'terminated' if isinstance(stop, Terminated) else 'interrupted'}: the finished epochs are in "
               "the run's JSON.", file=sys.stderr)

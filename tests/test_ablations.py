@@ -86,15 +86,16 @@ def after_each(layers, kind, extra):
 def test_the_changes_are_the_ones_described():
     v = {name: fingerprint(recipe) for name, recipe in ablations.VARIANTS.items()}
     step = v["step3"]
-    without = [layer for layer in step["layers"] if layer != "Dropout"]
-    assert step["layers"] == after_each(without, "ReLU", "Dropout")  # dropout after every ReLU
+    DROPOUT = "Dropout16BitMasks"  # step 3's dropout: nn.Dropout with cheaper masks (common.py)
+    without = [layer for layer in step["layers"] if layer != DROPOUT]
+    assert step["layers"] == after_each(without, "ReLU", DROPOUT)  # dropout after every ReLU
     assert {m.p for m in step["model"].modules() if isinstance(m, nn.Dropout)} == {0.05}
-    assert step["dropout"] == {nn.Dropout}
-    assert v["no-dropout"]["layers"] == ["Identity" if layer == "Dropout" else layer for layer in step["layers"]]
+    assert step["dropout"] == {common.Dropout16BitMasks}
+    assert v["no-dropout"]["layers"] == ["Identity" if layer == DROPOUT else layer for layer in step["layers"]]
     first_pool = step["layers"].index("BinomialBlur") + 1  # the layers up to it are at 28x28
-    at_28 = ["Identity" if layer == "Dropout" else layer for layer in step["layers"][:first_pool]]
+    at_28 = ["Identity" if layer == DROPOUT else layer for layer in step["layers"][:first_pool]]
     assert v["dropout-small-maps"]["layers"] == at_28 + step["layers"][first_pool:]
-    assert v["dropout2d"]["layers"] == ["Dropout2d" if layer == "Dropout" else layer for layer in step["layers"]]
+    assert v["dropout2d"]["layers"] == ["Dropout2d" if layer == DROPOUT else layer for layer in step["layers"]]
     assert v["blur-second-only"]["layers"].count("BinomialBlur") == 1
     # conv-before-pool: the last 3x3 convolution at 10 -> 8, pooled to 4x4 (step 3: pool to 5, then 3)
     assert (16, 4, 4) in v["conv-before-pool"]["shapes"] and (16, 3, 3) in step["shapes"]
@@ -148,7 +149,7 @@ def test_running_a_variant_changes_nothing_another_command_sees(mnist, tmp_path)
         args = SimpleNamespace(epochs=1, batch_size=100, lr=0.1, subset=200)
         common.train_one_seed("step3_aug_sched", recipe.net, recipe.make_optimizer, args, [t[:200] for t in mnist],
                               torch.device("cpu"), 1, tmp_path / f"{name}.json", recipe.augmentation, name,
-                              recipe.test, recipe_file=ablations.__file__)
+                              recipe.test, ablations.recipe_fingerprint(recipe))
         record = json.loads((tmp_path / f"{name}.json").read_text())
         assert record["variant"] == name and "constants" not in record and len(record["recipe_fingerprint"]) == 12
     after = snapshot(step3), snapshot(common)
@@ -173,8 +174,11 @@ def test_cli_lists_variants_and_runs_seeds(tmp_path, data_dir):
         assert f"| {seed} |" in stdout  # the seeds table of exactly the seeds run
     code, _, stderr = call(ablations.main, "--variants-json", tmp_path / "variants.json")
     variants = json.loads((tmp_path / "variants.json").read_text())
-    assert variants["plain-last-third"] == {"what": ablations.VARIANTS["plain-last-third"].what,
-                                            "paired_with": "conv-before-pool", "decided": "not adopted (test set)"}
+    recipe = ablations.VARIANTS["plain-last-third"]
+    assert variants["plain-last-third"] == {
+        "what": recipe.what, "paired_with": "conv-before-pool", "decided": "not adopted (test set)",
+        "code_fingerprint": record["code_fingerprint"], "recipe_fingerprint": ablations.recipe_fingerprint(recipe)}
+    assert variants["step3"]["recipe_fingerprint"] is None  # step 3 itself: its code fingerprint says it all
 
 
 def test_a_variants_settings_are_its_defaults_and_options_override_them(tmp_path, data_dir):
@@ -263,3 +267,55 @@ def test_make_frontier_trains_the_frontiers_variants():
     makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
     line = next(line for line in makefile.splitlines() if line.startswith("FRONTIER :="))
     assert line.split(":=")[1].split() == [f"widths-x{factor:g}" for factor in ablations.FRONTIER]
+
+
+def load_edited_ablations(tmp_path, edit):
+    """tools/ablations.py with its text changed by `edit`, imported as a module of its own."""
+    import importlib.util
+    import sys
+    path = tmp_path / "ablations_edited.py"
+    path.write_text(edit(Path(ablations.__file__).read_text()))
+    spec = importlib.util.spec_from_file_location("ablations_edited", path)
+    module = sys.modules["ablations_edited"] = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules["ablations_edited"]
+    return module
+
+
+def fingerprints(module):
+    return {name: module.recipe_fingerprint(recipe) for name, recipe in module.VARIANTS.items()}
+
+
+def test_a_variants_fingerprint_is_what_trains_it_not_the_file_that_lists_it(tmp_path):
+    now = fingerprints(ablations)
+    assert len(set(now.values())) == len(now)  # no two variants train alike
+    # Another variant's description edited, a decision recorded, a comment and a variant added: no fingerprint moves.
+    added = '\nVARIANTS["x0.7-lr-0.2"] = VARIANTS["x0.7-no-dropout"].but("a new one", settings=dict(lr=0.2))\n'
+    edited = load_edited_ablations(tmp_path, lambda text: text.replace(
+        "x0.7-no-dropout with gentler warps", "x0.7-no-dropout, its warps gentler").replace(
+        'decided="not chosen (validation)")', 'decided="something else")').replace(
+        "def record_path(", "# a comment\ndef record_path(") + added)
+    changed = fingerprints(edited)
+    assert edited.VARIANTS["x0.7-no-dropout-mild-warps"].what != ablations.VARIANTS["x0.7-no-dropout-mild-warps"].what
+    assert {name: changed[name] for name in now} == now
+    assert changed["x0.7-lr-0.2"] not in now.values()  # its settings differ
+    # What trains a variant does move it: a helper's code moves exactly the variants that use it.
+    edited = load_edited_ablations(tmp_path, lambda text: text.replace(
+        "    return nn.Dropout2d(layer.p)", "    return nn.Dropout2d(layer.p / 2)"))
+    moved = {name for name, fingerprint in fingerprints(edited).items() if fingerprint != now[name]}
+    assert moved == {"dropout2d"}
+    edited = load_edited_ablations(tmp_path, lambda text: text.replace(
+        "AVERAGE_DECAY = 0.999", "AVERAGE_DECAY = 0.998"))
+    moved = {name for name, fingerprint in fingerprints(edited).items() if fingerprint != now[name]}
+    assert moved == {"average-floor-10", "x0.7-no-dropout-average", "x0.7-no-dropout-average-cosine-to-end"}
+
+
+def test_the_report_tool_imports_nothing_of_the_variants():
+    """report.py reads what it needs of the variants from variants.json: the two tools do not import each other."""
+    import ast
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "tools" / "report.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "ablations" not in imported and "bench" not in imported

@@ -187,3 +187,26 @@ def test_every_epoch_trains_in_a_fresh_order_drawn_from_the_seed(tmp_path):
     for order in orders[:3]:
         assert order == torch.randperm(n, generator=expected).tolist()
     assert len({tuple(order) for order in orders[:3]}) == 3 and orders[0] != list(range(n))
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_dropout_16_bit_masks_drops_with_probability_p_and_scales_what_it_keeps(layout):
+    torch.manual_seed(0)
+    layer, p = common.Dropout16BitMasks(0.05), round(0.05 * 2**16) / 2**16  # p as the layer rounds it
+    x = torch.rand(64, 12, 28, 28).add_(0.5).contiguous(memory_format=layout).requires_grad_()
+    out = layer(x)
+    kept = out != 0
+    dropped, n = 1 - kept.float().mean().item(), x.numel()
+    assert abs(dropped - p) < 4 * (p * (1 - p) / n) ** 0.5  # within 4 standard errors of p
+    for share in 1 - kept.float().mean((0, 2, 3)):  # every channel, as often: no pattern across the layout
+        assert abs(share.item() - p) < 4 * (p * (1 - p) / (n / 12)) ** 0.5
+    assert torch.allclose(out[kept], x[kept] / (1 - p))  # the kept units scaled by 1 / (1 - p): same mean
+    out.sum().backward()
+    assert torch.equal(x.grad, kept / (1 - p))  # the gradient flows through the kept units only, scaled alike
+    assert not torch.equal(layer(x) != 0, kept)  # a fresh mask every call
+    torch.manual_seed(1)
+    first = layer(x) != 0
+    torch.manual_seed(1)
+    assert torch.equal(layer(x) != 0, first)  # drawn from torch's seeded generator
+    assert torch.equal(layer.eval()(x), x) and torch.equal(common.Dropout16BitMasks(0.0)(x), x)
+    assert torch.equal(common.Dropout16BitMasks(1.0)(x), torch.zeros_like(x))

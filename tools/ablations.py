@@ -14,10 +14,14 @@ defaults (its `settings`), and the options still override them. `make experiment
 variant's runs into EXPERIMENTS.md.
 """
 import argparse
+import ast
+import hashlib
+import inspect
 import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
 import weakref
 from dataclasses import dataclass, field, replace
@@ -131,7 +135,17 @@ STEP3 = Recipe("step 3 unchanged")
 BEFORE = STEP3.but("the last 3x3 convolution before the second pool (14 -> 8, pooled to 4x4, RF 28 before the "
                    "average), not after it (5 -> 3, RF 32)", net=net(step3.WIDTHS, conv_before_pool),
                    decided="step 3 put its last convolution after the second pool instead (a test-set choice)")
-no_dropout = swap(nn.Dropout, lambda layer: nn.Identity())
+
+
+def identity(layer):
+    return nn.Identity()
+
+
+def whole_maps(layer):
+    return nn.Dropout2d(layer.p)
+
+
+no_dropout = swap(nn.Dropout, identity)
 KEPT_DROPOUT = "step 3 kept its dropout (a test-set choice, seeds 21-30)"
 VARIANTS = {
     "step3": STEP3,
@@ -142,7 +156,8 @@ VARIANTS = {
                                    decided="not adopted (test set)"),
     "average-floor-10": BEFORE.but("conv-before-pool, the rate's floor at 10% of its peak (step 3: 1%), and the "
                                    "test reads a moving average of the weights and BatchNorm statistics (decay "
-                                   f"{AVERAGE_DECAY} per step)", make_optimizer=partial(make_optimizer_with_average, rate_floor=0.1),
+                                   f"{AVERAGE_DECAY} per step)",
+                                   make_optimizer=partial(make_optimizer_with_average, rate_floor=0.1),
                                    test=evaluate_average, paired_with="conv-before-pool",
                                    decided="not adopted (test set)"),
     "blur-second-only": BEFORE.but("conv-before-pool, and a plain max-pool after block 1, the anti-aliased one only "
@@ -153,10 +168,10 @@ VARIANTS = {
                             net=net(step3.WIDTHS, no_dropout), decided=KEPT_DROPOUT),
     "dropout-small-maps": STEP3.but("dropout only after the 3 convolutions that follow the first pool, none at "
                                     "28x28 (where most of its random masks are)",
-                                    net=net(step3.WIDTHS, swap(nn.Dropout, lambda layer: nn.Identity(), "block1")),
+                                    net=net(step3.WIDTHS, swap(nn.Dropout, identity, "block1")),
                                     decided=KEPT_DROPOUT),
     "dropout2d": STEP3.but(f"Dropout2d {step3.DROPOUT} (whole maps) instead of Dropout",
-                           net=net(step3.WIDTHS, swap(nn.Dropout, lambda layer: nn.Dropout2d(layer.p))),
+                           net=net(step3.WIDTHS, swap(nn.Dropout, whole_maps)),
                            decided=KEPT_DROPOUT),
 }
 FRONTIER = (0.45, 0.55, 0.7, 0.85)  # with step 3 (x1): about 1,600 to 7,700 parameters
@@ -200,19 +215,62 @@ VARIANTS["x0.7-no-dropout-mild-warps"] = VARIANTS["x0.7-no-dropout"].but(
 SMALL_DESIGNS += ("x0.7-no-dropout-average", "x0.7-no-dropout-cosine-to-end")
 VARIANTS["x0.7-no-dropout-average"] = VARIANTS["x0.7-no-dropout"].but(
     f"x0.7-no-dropout, and the test reads a moving average of the weights and BatchNorm statistics (decay "
-    f"{AVERAGE_DECAY} per step, about 2.5 epochs)", make_optimizer=make_optimizer_with_average,
+    f"{AVERAGE_DECAY} per step: about 1,000 steps, 2 epochs)", make_optimizer=make_optimizer_with_average,
     test=evaluate_average, paired_with="x0.7-no-dropout",
-    decided="a gain (validation): one of the two changes in x0.7-no-dropout-average-cosine-to-end")
+    decided="a gain (validation); nothing more beside the cosine to the end (x0.7-no-dropout-average-cosine-to-end)")
 VARIANTS["x0.7-no-dropout-cosine-to-end"] = VARIANTS["x0.7-no-dropout"].but(
     "x0.7-no-dropout with the cosine falling to the floor at the last step (step 3: by 75% of the steps, "
     "then flat)", make_optimizer=partial(step3.make_optimizer, anneal_end=1.0), paired_with="x0.7-no-dropout",
-    decided="a gain (validation): one of the two changes in x0.7-no-dropout-average-cosine-to-end")
+    decided="a gain (validation), and the design chosen: run once on the report seeds 41-50")
 # The two gains together, judged against the larger of them alone.
 SMALL_DESIGNS += ("x0.7-no-dropout-average-cosine-to-end",)
 VARIANTS["x0.7-no-dropout-average-cosine-to-end"] = VARIANTS["x0.7-no-dropout-cosine-to-end"].but(
     "x0.7-no-dropout-cosine-to-end, and the test reads the moving average of x0.7-no-dropout-average",
     make_optimizer=partial(make_optimizer_with_average, anneal_end=1.0), test=evaluate_average,
-    paired_with="x0.7-no-dropout-cosine-to-end")
+    paired_with="x0.7-no-dropout-cosine-to-end", decided="not chosen (validation): no gain over the cosine alone")
+
+
+def describe(thing):
+    """A recipe's piece as text that changes exactly when what it does changes. A function of this file: its code
+    (parsed: no docstring, comment or layout), its defaults, and the values it closes over and the names of this
+    file it reads, each described in turn; a partial: its function and arguments; step 3's, common's and torch's
+    functions and classes by name (a run's code fingerprint and torch version cover them); data by its value."""
+    if isinstance(thing, partial):
+        return f"partial({describe(thing.func)}, {describe(thing.args)}, {describe(thing.keywords)})"
+    if inspect.isfunction(thing) and thing.__module__ == __name__:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(thing)))
+        for node in ast.walk(tree):  # docstrings quote results and say why: not what runs
+            body = getattr(node, "body", None)
+            if (isinstance(node, (ast.FunctionDef, ast.ClassDef)) and isinstance(body[0], ast.Expr)
+                    and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        names, codes = set(), [thing.__code__]
+        while codes:  # the global names it and the functions nested in it read
+            code = codes.pop()
+            names.update(code.co_names)
+            codes += [c for c in code.co_consts if inspect.iscode(c)]
+        read = {name: thing.__globals__[name] for name in sorted(names) if name in thing.__globals__
+                and not inspect.ismodule(thing.__globals__[name]) and name != thing.__name__}
+        closure = inspect.getclosurevars(thing).nonlocals
+        return (f"{ast.unparse(tree)}\ndefaults {describe(thing.__defaults__)} {describe(thing.__kwdefaults__)}\n"
+                f"closure {describe(closure)}\nreads {describe(read)}")
+    if callable(thing):
+        return f"{getattr(thing, '__module__', '')}.{getattr(thing, '__qualname__', type(thing).__qualname__)}"
+    if isinstance(thing, dict):
+        return "{" + ", ".join(f"{key!r}: {describe(value)}" for key, value in sorted(thing.items())) + "}"
+    if isinstance(thing, (list, tuple)):
+        return "(" + ", ".join(map(describe, thing)) + ")"
+    if thing is None or isinstance(thing, (bool, int, float, str)):
+        return repr(thing)
+    return type(thing).__qualname__  # an object made at import (the averages' registry): no value to compare
+
+
+def recipe_fingerprint(recipe):
+    """SHA-256 (12 hex digits) of what trains a variant: its pieces (`describe`) and its resolved settings; not its
+    description, pairing or decision, nor any other variant."""
+    pieces = dict(net=recipe.net, make_optimizer=recipe.make_optimizer, augmentation=recipe.augmentation,
+                  test=recipe.test, settings={**step3.SETTINGS, **recipe.settings})
+    return hashlib.sha256(describe(pieces).encode()).hexdigest()[:12]
 
 
 def record_path(out, seed, validation, suffix=".json"):
@@ -229,17 +287,21 @@ def train_seeds(name, seeds, args, out):
         print(f"--- seed {seed}", flush=True)
         common.train_one_seed(STEP, recipe.net, recipe.make_optimizer, args, data, device, seed,
                               record_path(out, seed, args.validation), recipe.augmentation, name, recipe.test,
-                              recipe_file=None if name == "step3" else __file__)
+                              None if name == "step3" else recipe_fingerprint(recipe))
 
 
 def write_variants_json(path):
-    """What report.py needs of the variants (so that it need not import this file): what each
-    changes, what it is paired with, and the group of the frontier's figure it belongs to."""
+    """What report.py needs of the variants (so that it need not import this file): what each changes, what it
+    is paired with, what its runs decided, the group of the frontier's figure it belongs to, and the fingerprints
+    that a run of it would record now (the code's, and its recipe's: none for step 3 itself)."""
     groups = {"step3": "frontier", **{f"widths-x{f:g}": "frontier" for f in FRONTIER},
               **dict.fromkeys(SMALL_DESIGNS, "design")}
-    common.write_atomically(path, json.dumps({name: dict(what=r.what, paired_with=r.paired_with, decided=r.decided,
-                                                         **({"group": groups[name]} if name in groups else {}))
-                                              for name, r in VARIANTS.items()}, indent=1) + "\n")
+    code = common.provenance(STEP, None, torch.device("cpu"), "step3")["code_fingerprint"]
+    common.write_atomically(path, json.dumps({name: dict(
+        what=r.what, paired_with=r.paired_with, decided=r.decided,
+        **({"group": groups[name]} if name in groups else {}),
+        code_fingerprint=code, recipe_fingerprint=None if name == "step3" else recipe_fingerprint(r))
+        for name, r in VARIANTS.items()}, indent=1) + "\n")
 
 
 def train_side_by_side(variant, seeds, jobs, step_argv, out, validation):

@@ -33,7 +33,6 @@ import ablations  # noqa: E402
 import common  # noqa: E402
 import step3_aug_sched as step3  # noqa: E402
 
-REPEATS = 3
 PROFILE_STEPS = 20
 TOP_OPERATIONS = 10
 
@@ -103,11 +102,11 @@ def time_our_epoch(data, device, batch_size, variant="step3"):
     augmentation = recipe.augmentation(1, 2) if callable(recipe.augmentation) else recipe.augmentation
     warm = 20 * batch_size
     common.train_epoch(model, optimizer, scheduler, images[:warm], labels[:warm], batch_size,
-                       torch.Generator().manual_seed(1), augmentation, recipe.warp, desc="warm-up")
+                       torch.Generator().manual_seed(1), augmentation, desc="warm-up")
     synchronize(device)
     start = time.perf_counter()
     common.train_epoch(model, optimizer, scheduler, images, labels, batch_size,
-                       torch.Generator().manual_seed(0), augmentation, recipe.warp, desc="(b) our epoch")
+                       torch.Generator().manual_seed(0), augmentation, desc="(b) our epoch")
     synchronize(device)
     return time.perf_counter() - start
 
@@ -123,20 +122,22 @@ def time_test_pass(data, device, batch_size=500):
 
 
 def time_as_a_user_runs_it(trees, args):
-    """{tree: (wall seconds, of which training) of the fastest `python step3_aug_sched.py --epochs 1`}, alternating."""
+    """{tree: (wall seconds, training seconds), each the fastest of `python step3_aug_sched.py --epochs 1`}, the trees
+    alternating."""
     times = {tree: [] for tree in trees}
-    for _ in range(REPEATS):
+    for _ in range(args.repeats):
         for tree in trees:
             with tempfile.TemporaryDirectory() as out:
                 command = [sys.executable, "step3_aug_sched.py", "--epochs", "1", "--out", out,
-                           "--data-dir", str(Path(args.data_dir).resolve()), "--device", args.device]
+                           "--data-dir", str(Path(args.data_dir).resolve()), "--device", args.device,
+                           *(["--subset", str(args.subset)] if args.subset else [])]
                 start = time.perf_counter()
                 subprocess.run(command, cwd=tree, check=True, capture_output=True)
                 wall = time.perf_counter() - start
                 epoch = json.loads(Path(out, "step3_aug_sched.json").read_text())["epochs"][0]["train_seconds"]
                 times[tree].append((wall, epoch))
             print(f"{tree}: {wall:.1f} s end to end ({epoch:.1f} s training)", flush=True)
-    return {tree: min(runs) for tree, runs in times.items()}
+    return {tree: (min(wall for wall, _ in runs), min(epoch for _, epoch in runs)) for tree, runs in times.items()}
 
 
 def with_worktree(commit, work):
@@ -159,25 +160,28 @@ def main(argv=None):
                         help="where to run; auto picks cuda, then mps, then cpu")
     parser.add_argument("--base", help="a commit to time end to end against this tree (git worktree)")
     parser.add_argument("--out", default="results", help="folder for bench.md")
+    parser.add_argument("--repeats", type=int, default=3, help="timings of each kind; the best is kept")
+    parser.add_argument("--subset", type=int, help="time epochs of the first N training images only (a quick check)")
     parser.add_argument("--variants", nargs="+", choices=ablations.VARIANTS, metavar="VARIANT",
                         help="only time our epoch for each of these variants of step 3, alternating")
     args = parser.parse_args(argv)
     device = common.pick_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = common.load_mnist(args.data_dir, device)
+    data = common.load_mnist(args.data_dir, device, args.subset)
     batch_size, n = step3.SETTINGS["batch_size"], len(data[0])
-    setup = f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    setup = f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}" + (
+        f"; epochs of the first {n:,} training images only (`--subset`)" if args.subset else "")
     if args.variants:
         times = {name: [] for name in args.variants}
-        for _ in range(REPEATS):
+        for _ in range(args.repeats):
             for name in args.variants:
                 times[name].append(time_our_epoch(data, device, batch_size, name))
                 print(f"{name}: {times[name][-1]:.2f} s", flush=True)
         best = {name: min(seconds) for name, seconds in times.items()}
         first = best[args.variants[0]]
         lines = [f"# One epoch of step 3, variants side by side (batch {batch_size})", "",
-                 f"Best of {REPEATS} epochs of {n:,} images each, the variants alternating in one run; {setup}; "
+                 f"Best of {args.repeats} epochs of {n:,} images each, the variants alternating in one run; {setup}; "
                  f"`python tools/bench.py --variants {' '.join(args.variants)}`.", "",
                  f"| variant | seconds | images/s | × {args.variants[0]} |", "|---|---:|---:|---:|"]
         lines += [f"| {name} | {s:.2f} | {n / s:,.0f} | {s / first:.2f} |" for name, s in best.items()]
@@ -197,16 +201,17 @@ def main(argv=None):
         commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.base], check=True,
                                 capture_output=True, text=True).stdout.strip()
         best = with_worktree(args.base, lambda base: time_as_a_user_runs_it([str(ROOT), base], args))
-        base_seconds = best[list(best)[1]][0]
+        base_wall, base_training = best[list(best)[1]]
         lines += ["", "## One epoch as a user runs it", "",
                   f"`python step3_aug_sched.py --epochs 1` in a new process, this tree and commit {commit} "
-                  f"alternating, best of {REPEATS} wall times (start, data, summary, training, test pass, plots); "
-                  "*training*: that run's training loop, as its JSON records it.", "",
-                  "| version | seconds | × base | training, s | the rest, s |", "|---|---:|---:|---:|---:|"]
-        lines += [f"| {version} | {wall:.1f} | {wall / base_seconds:.2f} | {training:.1f} | {wall - training:.1f} |"
-                  for version, (wall, training) in zip(("this tree", commit), best.values())]
+                  f"alternating, best of {args.repeats} (start, data, summary, training, test pass, plots); "
+                  "*training*: the training epoch, as the run's JSON records it (best of the same runs).", "",
+                  "| version | end to end, s | × base | training, s | × base |", "|---|---:|---:|---:|---:|"]
+        for version, (wall, training) in zip(("this tree", commit), best.values()):
+            lines.append(f"| {version} | {wall:.1f} | {wall / base_wall:.2f} | {training:.1f} | "
+                         f"{training / base_training:.2f} |")
     times_a, times_b, times_test, times_test_2000 = [], [], [], []
-    for _ in range(REPEATS):
+    for _ in range(args.repeats):
         times_a.append(time_compute_only(data, device, batch_size))
         times_b.append(time_our_epoch(data, device, batch_size))
         times_test.append(time_test_pass(data, device))
@@ -217,7 +222,7 @@ def main(argv=None):
             ("(b) our epoch: common.train_epoch (augmentation, metrics, progress)", min(times_b), n),
             ("the test pass: common.evaluate on the 10,000 test digits, batches of 500", min(times_test), len(data[2])),
             ("the same in batches of 2,000", min(times_test_2000), len(data[2]))]
-    lines += ["", "## In process", "", f"Best of {REPEATS}, alternating.", "",
+    lines += ["", "## In process", "", f"Best of {args.repeats}, alternating.", "",
               "| what | seconds | images/s |", "|---|---:|---:|"]
     lines += [f"| {name} | {seconds:.2f} | {count / seconds:,.0f} |" for name, seconds, count in rows]
     text = "\n".join(lines) + "\n"

@@ -290,14 +290,17 @@ def groups(runs):
     return list(split.values())
 
 
-def command(name, runs, current):
-    """The command that reproduces `runs` of variant `name`: with a checkout first where their code is not
-    this tree's (`current`: this tree's code and recipe fingerprints)."""
+def command(name, runs, variants):
+    """The command that reproduces `runs` of variant `name`: with a checkout first where their code or recipe is not
+    this tree's (the fingerprints a run would record now, in `variants`); none for a variant that is retired."""
+    if name not in variants:
+        return "none: retired"
     seeds = ",".join(str(seed) for seed in sorted(r["seed"] for r in runs))
     line = (f"python tools/ablations.py {name} --seeds {seeds} --jobs 2"
             + (" --validation" if evaluated_on(runs[0]) == "validation" else ""))
-    first = runs[0]
-    if first.get("code_fingerprint") == current[0] and first.get("recipe_fingerprint") in (None, current[1]):
+    first, now = runs[0], variants[name]
+    if now.get("code_fingerprint") and (first.get("code_fingerprint"), first.get("recipe_fingerprint")) == (
+            now["code_fingerprint"], now.get("recipe_fingerprint")):
         return f"`{line}`"
     clean = sorted({r["commit"][:7] for r in runs if r.get("commit") and not r.get("uncommitted_changes")})
     return (f"at {', '.join(clean)}: `git checkout {clean[0]}`, then `{line}`" if len(clean) == 1
@@ -344,7 +347,7 @@ def designs_section(rows, variants, reference):
     return lines
 
 
-def frontier_section(rows, variants, figure, page_folder, current):
+def frontier_section(rows, variants, figure, page_folder):
     """EXPERIMENTS.md's frontier of sizes: the test-set rows of the variants of group "frontier" (step 3 at
     several widths) and "design" (smaller networks designed for their size), smallest first, their figure,
     and the pass counts with the failure rate each still allows."""
@@ -366,7 +369,7 @@ def frontier_section(rows, variants, figure, page_folder, current):
         lines.append(f"| {name} | {variants[name]['group']} | {runs[0]['params']:,} | {runs[0]['macs']:,} | "
                      f"{seed_ranges(runs)} | {s['mean']:.2f} ± {s['std']:.2f} | {min(finals):.2f}-{max(finals):.2f} | "
                      f"{s['worst']:.2f} | {passing(runs)} | {seconds_per_epoch(runs)} | "
-                     f"{command(name, runs, current)} |")
+                     f"{command(name, runs, variants)} |")
     plot_frontier(shown, variants, figure)
     return lines
 
@@ -405,19 +408,11 @@ def plot_frontier(shown, variants, path):
     save_figure(fig, path)
 
 
-def current_code():
-    """This tree's fingerprints of step 3's code and of the variants' recipes, as a run would record them."""
-    import torch
-    import ablations
-    record = provenance(ablations.STEP, None, torch.device("cpu"), "step3", recipe_file=ablations.__file__)
-    return record["code_fingerprint"], record["recipe_fingerprint"]
-
-
-def write_experiments_md(folder, out_path, variants, reference="step3", current=None):
+def write_experiments_md(folder, out_path, variants, reference="step3"):
     """EXPERIMENTS.md: the recorded runs in <folder>/<variant>/seeds/, a row per variant and what made its runs
     (set, code), validation rows (which decide) apart from test rows (which report); each paired against the
     row of the variant it names (`variants[name]["paired_with"]`) with its set and code, or told why not."""
-    folder, current = Path(folder), current or current_code()
+    folder = Path(folder)
     recorded = {d.name: read_runs(sorted(d.glob("seeds/*.json"))) for d in sorted(folder.iterdir())
                 if d.is_dir() and list(d.glob("seeds/*.json"))} if folder.exists() else {}
     recorded = dict(sorted(recorded.items(), key=lambda item: item[0] != reference))  # the reference first
@@ -428,7 +423,11 @@ def write_experiments_md(folder, out_path, variants, reference="step3", current=
              "change, or the variant its description names with one more (`tools/ablations.py --list`), "
              f"trained 15 epochs per seed; *passing* means at or above {TARGET_ACC}% in each of the last {LAST} "
              "epochs, with the failure rate that count still allows (95%). A row holds the runs of one variant "
-             "made by one code (the runs' `code_fingerprint`, `recipe_fingerprint`) on one set. *Paired* is the "
+             "made by one code on one set: the runs' `code_fingerprint` (step 3 and common.py, docstrings left out) "
+             "and `recipe_fingerprint` (what trains the variant: the source of the functions its recipe names, the "
+             "values they close over, its resolved settings; editing or adding another variant changes none). Runs "
+             "recorded before recipes were fingerprinted so carry the hash of the whole of tools/ablations.py at "
+             "their commit: no current recipe matches it, and their command checks that commit out. *Paired* is the "
              f"mean difference in final accuracy against `{reference}` (or the variant named) on the seeds both "
              "ran, ± its standard error, and only between runs of the same code baseline, set and thread count; "
              "otherwise it says why not. At about 0.05 point of seed-to-seed noise, only a difference of two "
@@ -438,7 +437,9 @@ def write_experiments_md(folder, out_path, variants, reference="step3", current=
              "**What decides.** Choices are made on the validation split (`--validation`: trained on the first "
              "50,000 training images, measured on the last 10,000), paired, on 10 seeds or more; the test set "
              "only reports what was chosen. Seeds 1-5 and 21-30 carried the choices made on the test set before "
-             "the split existed (the *decided* column); step 3's report seeds, 31-40, have carried none."]
+             "the split existed (the *decided* column). Seeds 31-40 are step 3's report seeds, but spent for the "
+             "designs under 4,000 parameters (three of them were run on them on the test set); 41-50 are report "
+             "seeds for those designs."]
     for split, title in (("validation", "Validation runs: the comparisons that decide"),
                          ("test", "Test-set runs: what was chosen, and the earlier choices")):
         chosen = [(name, runs) for name, runs in rows if evaluated_on(runs[0]) == split]
@@ -455,8 +456,8 @@ def write_experiments_md(folder, out_path, variants, reference="step3", current=
             lines.append(f"| {name} | {entry.get('what', '(retired: no recipe in tools/ablations.py)')} | "
                          f"{entry.get('decided') or '–'} | {seed_ranges(runs)} | {s['mean']:.2f} ± {s['std']:.2f} | "
                          f"{s['worst']:.2f} | {passing(runs)} | {paired} | {seconds_per_epoch(runs)} | "
-                         f"{commits(runs)} | {command(name, runs, current)} |")
-    lines += frontier_section(rows, variants, folder / "frontier.png", Path(out_path).parent, current)
+                         f"{commits(runs)} | {command(name, runs, variants)} |")
+    lines += frontier_section(rows, variants, folder / "frontier.png", Path(out_path).parent)
     lines += designs_section(rows, variants, reference)
     untried = [name for name in variants if name not in recorded]
     if untried:
