@@ -86,6 +86,9 @@ def call(main, *argv):
             common.main_guard(lambda: main([str(a) for a in argv]))
         except SystemExit as exit:
             code = exit.code
+            if isinstance(code, str):  # as the interpreter does: the message to stderr, exit code 1
+                print(code, file=sys.stderr)
+                code = 1
     return code, out.getvalue(), err.getvalue()
 
 

@@ -103,29 +103,33 @@ def test_experiments_page_is_written_from_the_recorded_runs(tmp_path):
             name = f"step3_aug_sched_seed{seed}{'_validation' if split == 'validation' else ''}.json"
             (tmp_path / variant / "seeds" / name).write_text(json.dumps(run))
     page = tmp_path / "EXPERIMENTS.md"
-    variants = {"step3": dict(what="step 3 unchanged", paired_with="step3"),
-                "silu": dict(what="SiLU", paired_with="step3", decided="kept ReLU"),
-                "untried": dict(what="never run", paired_with="step3"),
-                "mish": dict(what="Mish", paired_with="silu", group="design", decided="not chosen"),
-                "old": dict(what="old runs", paired_with="step3")}
-    report.write_experiments_md(tmp_path, page, variants, current=("f1", "r1"))
+    now = dict(code_fingerprint="f1", recipe_fingerprint="r1")  # what a run of this tree would record
+    variants = {"step3": dict(what="step 3 unchanged", paired_with="step3", code_fingerprint="f1"),
+                "silu": dict(what="SiLU", paired_with="step3", decided="kept ReLU", **now),
+                "untried": dict(what="never run", paired_with="step3", **now),
+                "mish": dict(what="Mish", paired_with="silu", group="design", decided="not chosen", **now)}
+    report.write_experiments_md(tmp_path, page, variants)
     text = page.read_text()
     validation, test = text.split("## Validation runs")[1].split("## Test-set runs")
     row = lambda part, name: next(line for line in part.splitlines() if line.startswith(f"| {name} |"))
-    # By hand, on validation: silu - step3 = +0.1, +0.2 (mean 0.15, SE 0.05); mish - silu = 0, -0.1.
-    assert "| +0.150 ± 0.050 (2 seeds) |" in row(validation, "silu") and "| kept ReLU |" in row(validation, "silu")
-    assert "| -0.050 ± 0.050 (2 seeds, vs silu) |" in row(validation, "mish")
+    # By hand, on validation: silu - step3 = +0.1, +0.2 (mean 0.15, SE 0.05); mish - silu = 0, -0.1. The worst
+    # of the last 5 epochs (99.45 four times, then the final): silu - step3 = +0.1, +0.05; mish - silu = 0, 0.
+    assert "| +0.150 ± 0.050; worst of last 5: +0.075 ± 0.025 (2 seeds) |" in row(validation, "silu")
+    assert "| kept ReLU |" in row(validation, "silu")
+    assert "| -0.050 ± 0.050; worst of last 5: +0.000 ± 0.000 (2 seeds, vs silu) |" in row(validation, "mish")
     assert row(validation, "silu").endswith("`python tools/ablations.py silu --seeds 21,22 --jobs 2 --validation` |")
     assert "| 99.35 ± 0.07 | 99.30 | 1 of 2 (fails < 97%) |" in row(validation, "step3")  # 1 - p^2 = 5%
     # On test: silu's runs were made by other code (and commit b), old ones kept no fingerprint.
     assert "not paired: the runs were made by other code" in row(test, "silu")
     assert "at bbbbbbb: `git checkout bbbbbbb`, then `python tools/ablations.py silu" in row(test, "silu")
     assert "not paired: no code fingerprint recorded" in row(test, "old") and "| unknown |" in row(test, "old")
+    assert row(test, "old").endswith("| none: retired |")  # no recipe now: no command
     assert "- `untried`: never run" in text and "## silu, seeds 21-22, validation set, aaaaaaa" in text
     # A design's chain of evidence: the comparison that judged it (paired, on validation), then its test runs.
     design = text[text.index("## The designs"):].split("\n## ")[0]
     assert ("- **mish** (7,662 parameters), judged along silu -> mish.\n"
-            "  - Validation: -0.050 ± 0.050 (2 seeds, vs silu); decided: not chosen.\n  - No test runs.") in design
+            "  - Validation: -0.050 ± 0.050; worst of last 5: +0.000 ± 0.000 (2 seeds, vs silu); decided: not "
+            "chosen.\n  - No test runs.") in design
 
 
 def test_frontier_table_figure_and_pass_counts_with_their_bounds(tmp_path):

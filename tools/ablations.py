@@ -2,7 +2,7 @@
 
     python tools/ablations.py --list                                  # the variants
     python tools/ablations.py step3 --seeds 31,32,33 --jobs 2                     # as make seeds does
-    python tools/ablations.py no-dropout --seeds 41,42,43 --jobs 2 --validation   # -> results/experiments/no-dropout/
+    python tools/ablations.py no-dropout --seeds 21,22,23 --jobs 2 --validation   # -> results/experiments/no-dropout/
     python tools/ablations.py widths-x0.7 --seeds 21,22,23 --jobs 2               # step 3 at 0.7x its widths
 
 Each seed writes <out>/seeds/step3_aug_sched_seed<N>.json (with --validation, ..._validation.json),

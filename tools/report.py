@@ -223,9 +223,10 @@ def write_results_md(json_paths, out_path, seeds_folder=None, seeds=None, robust
                                  f"{timing(runs, seeds_runs)}\n{end}{after}")
 
 
-def paired_difference(runs, baseline):
-    """Mean and standard error of (final accuracy - baseline's) over the seeds both have, or why they are not
-    paired: only runs of one code baseline (the same `code_fingerprint`), set and thread count are."""
+def paired_difference(runs, baseline, measure=lambda accuracies: accuracies[-1]):
+    """Mean and standard error of (measure - baseline's) over the seeds both have, the measure a run's final
+    accuracy unless given, or why they are not paired: only runs of one code baseline (the same
+    `code_fingerprint`), set and thread count are."""
     base = {r["seed"]: r for r in baseline}
     pairs = [(r, base[r["seed"]]) for r in runs if r["seed"] in base]
     if len(pairs) < 2:
@@ -238,7 +239,7 @@ def paired_difference(runs, baseline):
         return "not paired: measured on different sets"
     if any(a.get("threads") is None or a.get("threads") != b.get("threads") for a, b in pairs):
         return "not paired: thread counts differ or were not recorded"
-    diffs = [accuracies(a)[-1] - accuracies(b)[-1] for a, b in pairs]
+    diffs = [measure(accuracies(a)) - measure(accuracies(b)) for a, b in pairs]
     return len(diffs), statistics.mean(diffs), statistics.stdev(diffs) / len(diffs) ** 0.5
 
 
@@ -314,12 +315,15 @@ def paired_text(name, runs, rows, variants, reference):
     candidates = [group for other, group in rows if other == against and evaluated_on(group[0]) == split]
     like = [g for g in candidates if g[0].get("code_fingerprint") == runs[0].get("code_fingerprint")
             and runs[0].get("code_fingerprint")]
-    paired = (None if name == reference else
-              paired_difference(runs, (like or candidates or [[]])[0]) if candidates else
+    baseline = (like or candidates or [[]])[0]
+    paired = (None if name == reference else paired_difference(runs, baseline) if candidates else
               f"not paired: no {against} runs on the {split} set")
+    if isinstance(paired, str) or not paired:
+        return paired or "–"
+    _, worst, error = paired_difference(runs, baseline, lambda accuracies: min(accuracies[-LAST:]))
     vs = "" if against == reference else f", vs {against}"
-    return (paired if isinstance(paired, str) else
-            f"{paired[1]:+.3f} ± {paired[2]:.3f} ({paired[0]} seeds{vs})" if paired else "–")
+    return (f"{paired[1]:+.3f} ± {paired[2]:.3f}; worst of last {LAST}: {worst:+.3f} ± {error:.3f} "
+            f"({paired[0]} seeds{vs})")
 
 
 def designs_section(rows, variants, reference):
@@ -429,7 +433,8 @@ def write_experiments_md(folder, out_path, variants, reference="step3"):
              "recorded before recipes were fingerprinted so carry the hash of the whole of tools/ablations.py at "
              "their commit: no current recipe matches it, and their command checks that commit out. *Paired* is the "
              f"mean difference in final accuracy against `{reference}` (or the variant named) on the seeds both "
-             "ran, ± its standard error, and only between runs of the same code baseline, set and thread count; "
+             f"ran, ± its standard error, then the same for the worst of the last {LAST} epochs (the measure the "
+             "goal is stated in), and only between runs of the same code baseline, set and thread count; "
              "otherwise it says why not. At about 0.05 point of seed-to-seed noise, only a difference of two "
              "standard errors or more says anything. Seconds per epoch: the median of the runs' own timings "
              "(rough: other runs shared the CPU). *Commits* made the runs ('+': with uncommitted changes; "
