@@ -287,8 +287,8 @@ def provenance(step, model_class, device, variant, recipe_fingerprint=None):
     module = sys.modules.get(step) or sys.modules[model_class.__module__]
     files = [getattr(module, "__file__", None), globals().get("__file__")]  # one file when inlined (Colab)
     after_docstring = lambda path: Path(path).read_text().split('"""', 2)[-1]
-    digest = hashlib.sha256("".join(map(after_docstring, dict.fromkeys(files))).encode()).hexdigest()[:12]
-    code = dict(code_fingerprint=digest if all(files) else None)
+    code = dict(code_fingerprint=hashlib.sha256("".join(map(after_docstring, dict.fromkeys(files))).encode())
+                .hexdigest()[:12] if all(files) else None)  # a notebook's code has no files
     code.update(dict(recipe_fingerprint=recipe_fingerprint) if recipe_fingerprint else
                 dict(constants={k: v for k, v in vars(module).items() if k.isupper() and type(v).__name__ != "module"}))
     git = ["git", "-C", str(Path(files[0] or ".").resolve().parent)]

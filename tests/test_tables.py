@@ -144,12 +144,13 @@ def test_frontier_table_figure_and_pass_counts_with_their_bounds(tmp_path):
             for epoch in run["epochs"]:
                 epoch["train_seconds"] = 20.0
             (tmp_path / variant / "seeds" / f"step3_aug_sched_seed{seed}.json").write_text(json.dumps(run))
-    variants = {"step3": dict(what="step 3", paired_with="step3", group="frontier"),
-                "tiny": dict(what="x0.45", paired_with="step3", group="frontier"),
-                "small": dict(what="designed", paired_with="tiny", group="design"),
-                "silu": dict(what="SiLU", paired_with="step3")}
+    now = dict(code_fingerprint="f1")  # what a run of this tree would record (no recipe fingerprint in these runs)
+    variants = {"step3": dict(what="step 3", paired_with="step3", group="frontier", **now),
+                "tiny": dict(what="x0.45", paired_with="step3", group="frontier", **now),
+                "small": dict(what="designed", paired_with="tiny", group="design", **now),
+                "silu": dict(what="SiLU", paired_with="step3", **now)}
     page = tmp_path / "EXPERIMENTS.md"
-    report.write_experiments_md(tmp_path, page, variants, current=("f1", None))
+    report.write_experiments_md(tmp_path, page, variants)
     text = page.read_text()
     frontier = text[text.index("## The frontier of sizes"):].split("\n## ")[0]
     rows = [line for line in frontier.splitlines() if line.startswith("| ") and "--seeds" in line]

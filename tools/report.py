@@ -443,8 +443,9 @@ def write_experiments_md(folder, out_path, variants, reference="step3"):
              "50,000 training images, measured on the last 10,000), paired, on 10 seeds or more; the test set "
              "only reports what was chosen. Seeds 1-5 and 21-30 carried the choices made on the test set before "
              "the split existed (the *decided* column). Seeds 31-40 are step 3's report seeds, but spent for the "
-             "designs under 4,000 parameters (three of them were run on them on the test set); 41-50 are report "
-             "seeds for those designs."]
+             "designs under 4,000 parameters (three of them were run on them on the test set); 41-50 were those "
+             "designs' report seeds and hold one design's run (x0.7-no-dropout-cosine-to-end): the next design "
+             "is reported on seeds from 51 on."]
     for split, title in (("validation", "Validation runs: the comparisons that decide"),
                          ("test", "Test-set runs: what was chosen, and the earlier choices")):
         chosen = [(name, runs) for name, runs in rows if evaluated_on(runs[0]) == split]
