@@ -229,6 +229,11 @@ VARIANTS["x0.7-no-dropout-average-cosine-to-end"] = VARIANTS["x0.7-no-dropout-co
     make_optimizer=partial(make_optimizer_with_average, anneal_end=1.0), test=evaluate_average,
     paired_with="x0.7-no-dropout-cosine-to-end", decided="not chosen (validation): no gain over the cosine alone")
 
+# The winning change that also helped the worst of the last 5 epochs, judged on step 3 itself (validation, seeds 21-30).
+VARIANTS["step3-average"] = STEP3.but(
+    f"the test reads a moving average of the weights and BatchNorm statistics (decay {AVERAGE_DECAY} per step, as "
+    "x0.7-no-dropout-average)", make_optimizer=make_optimizer_with_average, test=evaluate_average)
+
 
 def describe(thing):
     """A recipe's piece as text that changes exactly when what it does changes. A function of this file: its code
