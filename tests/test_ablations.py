@@ -57,6 +57,8 @@ CHANGES = {
     "x0.7-no-dropout-average": ("x0.7-no-dropout", {"test"}),
     "x0.7-no-dropout-cosine-to-end": ("x0.7-no-dropout", {"rates"}),
     "x0.7-no-dropout-average-cosine-to-end": ("x0.7-no-dropout-cosine-to-end", {"test"}),
+    "step3-average": ("step3", {"test"}),
+    "step3-cosine-to-end": ("step3", {"rates"}),
 }
 
 
@@ -309,7 +311,8 @@ def test_a_variants_fingerprint_is_what_trains_it_not_the_file_that_lists_it(tmp
     edited = load_edited_ablations(tmp_path, lambda text: text.replace(
         "AVERAGE_DECAY = 0.999", "AVERAGE_DECAY = 0.998"))
     moved = {name for name, fingerprint in fingerprints(edited).items() if fingerprint != now[name]}
-    assert moved == {"average-floor-10", "x0.7-no-dropout-average", "x0.7-no-dropout-average-cosine-to-end"}
+    assert moved == {"average-floor-10", "x0.7-no-dropout-average", "x0.7-no-dropout-average-cosine-to-end",
+                     "step3-average"}
 
 
 def test_the_report_tool_imports_nothing_of_the_variants():

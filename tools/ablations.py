@@ -233,6 +233,9 @@ VARIANTS["x0.7-no-dropout-average-cosine-to-end"] = VARIANTS["x0.7-no-dropout-co
 VARIANTS["step3-average"] = STEP3.but(
     f"the test reads a moving average of the weights and BatchNorm statistics (decay {AVERAGE_DECAY} per step, as "
     "x0.7-no-dropout-average)", make_optimizer=make_optimizer_with_average, test=evaluate_average)
+VARIANTS["step3-cosine-to-end"] = STEP3.but(
+    "the cosine falling to the floor at the last step, not by 75% of the steps (as x0.7-no-dropout-cosine-to-end)",
+    make_optimizer=partial(step3.make_optimizer, anneal_end=1.0))
 
 
 def describe(thing):
