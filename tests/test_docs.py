@@ -177,6 +177,22 @@ def paired_worst_on_validation(name, against):
     return f"{mean:+.3f}", f"{error:.3f}", against
 
 
+def stopped_early_on_validation(name):
+    """A variant stopped before 10 seeds because it was clearly behind: its paired validation differences, final and
+    worst of the last 5, and the seeds paired; the worst of the last 5 at least two standard errors below."""
+    runs, step3_runs = variant_runs(name, split="validation"), variant_runs("step3", split="validation")
+    paired = [report.paired_difference(runs, step3_runs, measure)
+              for measure in (lambda a: a[-1], lambda a: min(a[-report.LAST:]))]
+    (n, final, final_error), (_, worst, worst_error) = paired
+    return (f"{final:+.3f}", f"{final_error:.3f}", if_true(worst <= -2 * worst_error and n < 10, f"{worst:+.3f}"),
+            f"{worst_error:.3f}", str(n))
+
+
+def any_space(pattern):
+    """`pattern` with each space matching any run of spaces and line breaks (a docstring's wrapping)."""
+    return pattern.replace(" ", r"\s+")
+
+
 DESIGN_SEEDS = range(41, 51)  # the report seeds of the designs under 4,000 parameters
 
 
@@ -244,6 +260,13 @@ CLAIMS = [
     (THREE, r"chosen on validation,\s+passed (\d+) of (\d+) of its own report seeds 41-50, the worst of its last 5"
             r"\s+epochs\s+([\d.]+)%", lambda: (*passing(variant_runs("x0.7-no-dropout-cosine-to-end", DESIGN_SEEDS)),
                                          worst_last_5(variant_runs("x0.7-no-dropout-cosine-to-end", DESIGN_SEEDS)))),
+    (THREE, any_space(r"moving average of the weights for the test moved the final epoch by ([+-][\d.]+) \+- ([\d.]+) "
+                      r"and the worst of the last 5 by ([+-][\d.]+) \+- ([\d.]+)"),
+     lambda: (*paired_on_validation("step3-average", gain=False),
+              *paired_worst_on_validation("step3-average", "step3")[:2])),
+    (THREE, any_space(r"cosine run to the last step moved them by ([+-][\d.]+) \+- ([\d.]+) and ([+-][\d.]+) \+- "
+                      r"([\d.]+) \((\d+) seeds, stopped early"),
+     lambda: stopped_early_on_validation("step3-cosine-to-end")),
     ("README.md", r"\| ([\d.]+)%: the structure learns \(([\d.]+)% after one epoch\) but memorises \(train "
                   r"([\d.]+)%\), with ([\d,]+) parameters",
      lambda: (acc(STEPS[0], -1), acc(STEPS[0], 0), f"{step_run(STEPS[0])['epochs'][-1]['train_acc']:.2f}",

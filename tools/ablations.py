@@ -229,13 +229,15 @@ VARIANTS["x0.7-no-dropout-average-cosine-to-end"] = VARIANTS["x0.7-no-dropout-co
     make_optimizer=partial(make_optimizer_with_average, anneal_end=1.0), test=evaluate_average,
     paired_with="x0.7-no-dropout-cosine-to-end", decided="not chosen (validation): no gain over the cosine alone")
 
-# The winning change that also helped the worst of the last 5 epochs, judged on step 3 itself (validation, seeds 21-30).
+# The two gains of x0.7-no-dropout, each judged on step 3 itself (validation, paired, seeds 21-30).
 VARIANTS["step3-average"] = STEP3.but(
     f"the test reads a moving average of the weights and BatchNorm statistics (decay {AVERAGE_DECAY} per step, as "
-    "x0.7-no-dropout-average)", make_optimizer=make_optimizer_with_average, test=evaluate_average)
+    "x0.7-no-dropout-average)", make_optimizer=make_optimizer_with_average, test=evaluate_average,
+    decided="not adopted (validation): no gain in the final epoch, a loss in the worst of the last 5")
 VARIANTS["step3-cosine-to-end"] = STEP3.but(
     "the cosine falling to the floor at the last step, not by 75% of the steps (as x0.7-no-dropout-cosine-to-end)",
-    make_optimizer=partial(step3.make_optimizer, anneal_end=1.0))
+    make_optimizer=partial(step3.make_optimizer, anneal_end=1.0),
+    decided="not adopted (validation): stopped after 4 seeds, a clear loss in the worst of the last 5")
 
 
 def describe(thing):
