@@ -10,7 +10,7 @@ Target
 Result (`make all`, seed 1, CPU; results/step2_bn_gap.json)
     7,954 parameters, 0.70 M multiply-adds per image, receptive field 36 px.
     Final test accuracy 99.15%, its best epoch, with train accuracy at 99.19%; no epoch
-    at or above 99.4%. 13.6 s per epoch (training and test pass), 3.4 minutes for the step.
+    at or above 99.4%. 13.9 s per epoch (training and test pass), 3.5 minutes for the step.
 
 Analysis
     A third of step 1's parameters and half its multiply-adds, yet 0.17 points better on
