@@ -56,7 +56,7 @@ def test_provenance_flags_changed_code_not_the_runs_own_outputs(tmp_path, monkey
 
 
 @pytest.mark.parametrize("step", STEPS)
-def test_step_writes_its_curves_and_weights_and_the_figures_tool_draws_from_them(smoke_runs, step, data_dir):
+def test_step_writes_its_record_and_weights_and_the_figures_tool_draws_from_them(smoke_runs, step, data_dir):
     out, _ = smoke_runs
     assert (out / f"{step}.pt").stat().st_size > 1000
     code, stdout, stderr = call(figures.main, "--out", out, "--data-dir", data_dir, "--steps", step)

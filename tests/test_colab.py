@@ -45,7 +45,6 @@ def test_generated_step_runs_from_an_empty_folder(tmp_path, data_dir):
     assert record["commit"] is None and record["repository"] == "none: not run from a git repository"
     assert record["constants"]["AUGMENTATION"] == {"degrees": 10.0, "zoom": 0.1, "shift": 2.0}
     assert record["epochs"][0]["test_acc"] > 60
-    assert (tmp_path / "results" / "step3_aug_sched_curves.png").exists()
 
 
 def test_notebook_shows_summary_progress_and_figures_inline(tmp_path, data_dir):
@@ -59,7 +58,7 @@ def test_notebook_shows_summary_progress_and_figures_inline(tmp_path, data_dir):
     text = "".join(o.get("text", "") for o in train)
     assert "| RF in | RF out |" in text and "epoch  1/1" in text and "final test accuracy" in text
     images = lambda outputs: [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images(train)) == 1 and len(images(figures)) == 2  # curves; receptive field, misclassified digits
+    assert len(images(train)) == 0 and len(images(figures)) == 3  # curves, receptive field, misclassified digits
     assert "receptive field" in "".join(o.get("text", "") for o in figures)
     for figure in ("curves", "receptive_field", "misclassified"):
         assert (tmp_path / "results" / f"step2_bn_gap_{figure}.png").exists()

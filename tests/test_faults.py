@@ -164,22 +164,22 @@ def test_a_run_stopped_before_its_first_epoch_leaves_its_record(tmp_path, data_d
     assert record["status"] == "terminated (SIGTERM)" and record["epochs"] == []
 
 
-def test_a_full_disk_while_writing_the_plots_is_one_clear_line(tmp_path, data_dir):
+def test_a_full_disk_while_writing_the_weights_is_one_clear_line(tmp_path, data_dir):
     """A file-size limit (what a full disk looks like to a writer: the write fails) that the JSON
-    fits under and the first figure does not."""
+    fits under and the weights (90 kB) do not."""
     import resource
 
     def limit_file_size():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write with EFBIG, not kill the process
         resource.setrlimit(resource.RLIMIT_FSIZE, (15_000, 15_000))
     command = [sys.executable, str(ROOT / "step1_skeleton.py"), "--device", "cpu", "--data-dir", str(data_dir),
-               "--out", str(tmp_path), *QUICK]
+               "--out", str(tmp_path), "--save-model", *QUICK]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size)
     assert result.returncode == 1
     assert_no_traceback(result.stderr)
-    assert result.stderr.strip() == f"error: cannot write {tmp_path / 'step1_skeleton_curves.png'}: File too large"
+    assert result.stderr.strip() == f"error: cannot write {tmp_path / 'step1_skeleton.pt'}: File too large"
     assert read_json(tmp_path / "step1_skeleton.json")["status"] == "complete"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["step1_skeleton.json"]  # no half-written figure
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step1_skeleton.json"]  # no half-written weights
 
 
 def test_rerun_after_a_stop_completes(tmp_path, data_dir):

@@ -210,3 +210,42 @@ def test_dropout_16_bit_masks_drops_with_probability_p_and_scales_what_it_keeps(
     assert torch.equal(layer(x) != 0, first)  # drawn from torch's seeded generator
     assert torch.equal(layer.eval()(x), x) and torch.equal(common.Dropout16BitMasks(0.0)(x), x)
     assert torch.equal(common.Dropout16BitMasks(1.0)(x), torch.zeros_like(x))
+
+
+def test_dropout_16_bit_masks_keep_exactly_the_units_whose_bits_reach_the_threshold():
+    """The float mask is the comparison of each unit's 16 bits with the threshold, bit for bit."""
+    x = torch.rand(32, 12, 28, 28).add_(0.5).contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(3)
+    out = common.Dropout16BitMasks(0.05)(x)
+    torch.manual_seed(3)
+    bits = torch.randint(-2**63, 2**63 - 1, (x.numel() // 4 + 1,)).view(torch.int16)[:x.numel()]
+    keep = bits.as_strided(x.shape, x.stride()) >= round(0.05 * 2**16) - 2**15
+    assert torch.equal(out, x * (keep * (2**16 / (2**16 - round(0.05 * 2**16)))))
+
+
+@pytest.mark.parametrize("channels, size", [(8, 28), (12, 28), (14, 12), (3, 7), (16, 10)])
+def test_batch_norm_by_sums_trains_as_nn_batch_norm(channels, size):
+    """Outputs, input and parameter gradients, running statistics: nn.BatchNorm2d's to float rounding, over two
+    steps on a channels-last batch; the sums' own backward runs (16 channels: PyTorch's kernel, exactly)."""
+    torch.manual_seed(0)
+    x = (torch.randn(64, channels, size, size) * 3 + 1).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    grad = torch.randn_like(x)
+    reference, by_sums = nn.BatchNorm2d(channels), common.BatchNorm2dBySums(channels)
+    with torch.no_grad():
+        reference.weight.uniform_(0.5, 1.5), reference.bias.uniform_(-0.5, 0.5)
+    by_sums.load_state_dict(reference.state_dict())
+    results = []
+    for layer in (reference, by_sums):
+        for _ in range(2):
+            out = layer(x)
+            out.backward(grad)
+        results.append([out, x.grad, layer.weight.grad, layer.bias.grad, *layer.state_dict().values()])
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        x.grad = None
+    assert ("BatchNormBySums" in type(out.grad_fn).__name__) == (channels % 16 != 0)
+    for expected, got in zip(*results):
+        assert torch.allclose(got.float(), expected.float(), rtol=1e-4, atol=1e-5 * expected.abs().max().item())
+    assert torch.relu_(by_sums(x)).shape == x.shape  # its output is no view: an in-place ReLU may follow
+    by_sums.load_state_dict(reference.state_dict())
+    assert torch.equal(by_sums.eval()(x), reference.eval()(x))  # evaluation: PyTorch's kernel

@@ -1,26 +1,49 @@
-"""What each trained step sees and what it gets wrong, drawn from its saved weights (`make all` saves them):
+"""Each step's curves, from its run's record, and what it sees and gets wrong, from its saved weights (`make all`
+saves them):
 
-    python tools/figures.py            # results/<step>_receptive_field.png and <step>_misclassified.png
+    python tools/figures.py            # results/<step>_curves.png, _receptive_field.png and _misclassified.png
 
 The receptive field: the centre unit of the last map that still has a size (the one the global average
 or the output layer reads), its theoretical field (from the summary's table) as a square over a test
 digit, and beside it its effective field, the mean |gradient| of that unit with respect to the input
 over 100 test digits: how much of the digit the unit covers, and how little of its square it weighs.
-The notebooks (`make colab`) carry both functions and draw both figures after training.
+The notebooks (`make colab`) carry these functions and draw the figures after training.
 """
 import argparse
+import json
 import importlib
 import math
 import os
 import sys
 from pathlib import Path
 
+import matplotlib
 import matplotlib.pyplot as plt
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import common  # noqa: E402
-from robustness import STEPS, load_checkpoint  # noqa: E402
+
+STEPS = ["step1_skeleton", "step2_bn_gap", "step3_aug_sched"]
+
+
+def load_checkpoint(path, step, model):
+    """Load weights written by --save-model into `model`; a clear error for anything else."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise common.UserError(f"checkpoint {path} does not exist") from None
+    except Exception as error:
+        raise common.UserError(f"checkpoint {path} is corrupted or not a checkpoint: {error}") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise common.UserError(f"checkpoint {path} is not one written by --save-model")
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        lines = str(error).splitlines()
+        raise common.UserError(f"checkpoint {path} (from {checkpoint.get('step')}) does not fit {step}'s "
+                               f"Net: {lines[1].strip() if len(lines) > 1 else error}") from None
+    return model
 
 
 def receptive_field_figure(path, model, rows, images, count=100):
@@ -51,7 +74,7 @@ def receptive_field_figure(path, model, rows, images, count=100):
         ax.set(xlim=(low, high), ylim=(high, low), xticks=[], yticks=[], title=title)
     fig.suptitle(f"the centre unit of {reader['name']}'s input ({'x'.join(map(str, reader['input']))}), "
                  f"over the {side} x {side} digit (dotted)")
-    common.save_figure(fig, path)
+    save_figure(fig, path)
     return half, rf
 
 
@@ -64,20 +87,55 @@ def misclassified_figure(path, model, images, labels, count=40):
         ax.imshow(images[i, 0].cpu().numpy(), cmap="gray_r")
         ax.set_title(f"{labels[i]}→{predictions[i]}", fontsize=9, color="crimson")
     fig.suptitle(f"misclassified test digits (true→predicted): first {len(wrong[:count])} of {len(wrong)}")
-    common.save_figure(fig, path)
+    save_figure(fig, path)
+
+
+def curves_figure(path, history, split="test"):
+    """Loss and accuracy per epoch, on the training set and on `split` (the test set, or validation)."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_acc.axhline(common.TARGET_ACC, color="gray", linestyle="--", label=f"{common.TARGET_ACC}%")
+    for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
+        for name in ("train", split):
+            ax.plot([e["epoch"] for e in history], [e[f"{name}_{metric}"] for e in history], "o-", label=name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    # Scale to the second half of training, where 99.x is decided; the loss panel shows the start.
+    late = [e[key] for e in history[len(history) // 2:] for key in ("train_acc", f"{split}_acc")]
+    ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy (second half scaled)",
+               ylim=(max(90, min(min(late), common.TARGET_ACC) - 0.3), 100))
+    save_figure(fig, path)
+
+
+def save_figure(fig, path):
+    """Write `fig` as a PNG; in a notebook (Colab, Jupyter: the inline backend) also show it."""
+    common.write_atomically(path, save=lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))
+    if "inline" in matplotlib.get_backend():
+        plt.show()
+    plt.close(fig)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", default="results", help="folder with <step>.pt; the figures go there too")
+    parser.add_argument("--out", default="results", help="folder with <step>.json and <step>.pt; the figures go "
+                        "there too")
     parser.add_argument("--data-dir", default=os.environ.get(common.DATA_DIR_ENV, "data"),
                         help="folder holding MNIST/raw/*-ubyte")
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=STEPS, help="which steps")
     args = parser.parse_args(argv)
     _, _, images, labels = common.load_mnist(args.data_dir, torch.device("cpu"), subset=1)
     for name in args.steps:
-        model = load_checkpoint(Path(args.out, f"{name}.pt"), name, importlib.import_module(name).Net())
+        record, checkpoint = Path(args.out, f"{name}.json"), Path(args.out, f"{name}.pt")
+        if not record.exists() and not checkpoint.exists():
+            raise common.UserError(f"{args.out} holds no run of {name}: run `python {name}.py --save-model` first")
+        if record.exists() and (run := json.loads(record.read_text()))["epochs"]:
+            curves_figure(Path(args.out, f"{name}_curves.png"), run["epochs"], run.get("evaluated_on", "test"))
+            print(f"{name}: wrote {args.out}/{name}_curves.png")
+        if not checkpoint.exists():
+            print(f"{name}: no {checkpoint} (a run with --save-model writes it): no receptive-field figures")
+            continue
+        model = load_checkpoint(checkpoint, name, importlib.import_module(name).Net())
         half, rf = receptive_field_figure(Path(args.out, f"{name}_receptive_field.png"), model,
                                           common.summarize(model), images)
         misclassified_figure(Path(args.out, f"{name}_misclassified.png"), model, images, labels)

@@ -17,8 +17,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
-from common import (TARGET_ACC, UserError, format_summary, main_guard, provenance, save_figure,  # noqa: E402
+from common import (TARGET_ACC, UserError, format_summary, main_guard, provenance,  # noqa: E402
                     summarize, write_atomically)
+from figures import save_figure  # noqa: E402
 
 LAST = 5  # the target must hold in each of the last LAST epochs
 

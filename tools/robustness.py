@@ -16,14 +16,15 @@ import os
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import common  # noqa: E402
+from figures import STEPS, load_checkpoint, save_figure  # noqa: E402
 
-STEPS = ["step1_skeleton", "step2_bn_gap", "step3_aug_sched"]
 SEED = 2026
 # kind -> (what, mild, strong): keyword arguments of `perturb`, each drawn per image.
 PERTURBATIONS = {
@@ -80,25 +81,6 @@ def perturb(images, generator, degrees=0.0, shift=0.0, zoom=(1.0, 1.0), stroke=(
     return images
 
 
-def load_checkpoint(path, step, model):
-    """Load weights written by --save-model into `model`; a clear error for anything else."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise common.UserError(f"checkpoint {path} does not exist") from None
-    except Exception as error:
-        raise common.UserError(f"checkpoint {path} is corrupted or not a checkpoint: {error}") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise common.UserError(f"checkpoint {path} is not one written by --save-model")
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as error:
-        lines = str(error).splitlines()
-        raise common.UserError(f"checkpoint {path} (from {checkpoint.get('step')}) does not fit {step}'s "
-                               f"Net: {lines[1].strip() if len(lines) > 1 else error}") from None
-    return model
-
-
 def robustness(models, images, labels):
     """{step: {perturbation: accuracy (%)}} on the plain test images and under every
     perturbation and level; each moved set is made once and read by every model."""
@@ -136,7 +118,7 @@ def table(results):
 
 def plot(results, path):
     """One panel per kind of perturbation: accuracy at none, mild and strong, a line per step."""
-    fig, axes = common.plt.subplots(1, len(PERTURBATIONS), figsize=(2.3 * len(PERTURBATIONS), 3), sharey=True)
+    fig, axes = plt.subplots(1, len(PERTURBATIONS), figsize=(2.3 * len(PERTURBATIONS), 3), sharey=True)
     for ax, kind in zip(axes, PERTURBATIONS):
         for step, accuracy in results.items():
             ax.plot([0, 1, 2], [accuracy["plain"], accuracy[f"{kind}, mild"], accuracy[f"{kind}, strong"]],
@@ -146,7 +128,7 @@ def plot(results, path):
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (%)")
     axes[-1].legend(fontsize=7)
-    common.save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def main(argv=None):
