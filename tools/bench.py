@@ -3,8 +3,8 @@
 1. A profile of step-3 training steps (forward, backward, SGD step, on augmented batches of
    real digits): the operations that take the most CPU time, with their share.
 2. One epoch of step 3 as a user runs it, `python step3_aug_sched.py --epochs 1` in a new
-   process (start, data, summary, training, test pass, plots), for this tree and for
-   `--base COMMIT` (a git worktree), alternating, best of 3: the end-to-end ratio.
+   process (start, data, summary, training, test pass; 607dc3a also draws the curves), for this
+   tree and for `--base COMMIT` (a git worktree), alternating, best of 3: the end-to-end ratio.
 3. One training epoch in process, alternating, best of 3: (a) the bare compute (forward,
    backward, step on batches augmented beforehand) and (b) common.train_epoch, the steps'
    loop (augmentation on the fly, metrics, progress); and the test pass over 10,000 images.
@@ -204,7 +204,8 @@ def main(argv=None):
         base_wall, base_training = best[list(best)[1]]
         lines += ["", "## One epoch as a user runs it", "",
                   f"`python step3_aug_sched.py --epochs 1` in a new process, this tree and commit {commit} "
-                  f"alternating, best of {args.repeats} (start, data, summary, training, test pass, plots); "
+                  f"alternating, best of {args.repeats} (start, data, summary, training, test pass; the base's "
+                  "also its curves); "
                   "*training*: the training epoch, as the run's JSON records it (best of the same runs).", "",
                   "| version | end to end, s | × base | training, s | × base |", "|---|---:|---:|---:|---:|"]
         for version, (wall, training) in zip(("this tree", commit), best.values()):
