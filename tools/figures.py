@@ -10,8 +10,8 @@ over 100 test digits: how much of the digit the unit covers, and how little of i
 The notebooks (`make colab`) carry these functions and draw the figures after training.
 """
 import argparse
-import json
 import importlib
+import json
 import math
 import os
 import sys
