@@ -88,11 +88,11 @@ def after_each(layers, kind, extra):
 def test_the_changes_are_the_ones_described():
     v = {name: fingerprint(recipe) for name, recipe in ablations.VARIANTS.items()}
     step = v["step3"]
-    DROPOUT = "Dropout16BitMasks"  # step 3's dropout: nn.Dropout with cheaper masks (common.py)
+    DROPOUT = "DropoutByGaps"  # step 3's dropout: nn.Dropout drawing only the gaps between drops (common.py)
     without = [layer for layer in step["layers"] if layer != DROPOUT]
     assert step["layers"] == after_each(without, "ReLU", DROPOUT)  # dropout after every ReLU
     assert {m.p for m in step["model"].modules() if isinstance(m, nn.Dropout)} == {0.05}
-    assert step["dropout"] == {common.Dropout16BitMasks}
+    assert step["dropout"] == {common.DropoutByGaps}
     assert v["no-dropout"]["layers"] == ["Identity" if layer == DROPOUT else layer for layer in step["layers"]]
     first_pool = step["layers"].index("BinomialBlur") + 1  # the layers up to it are at 28x28
     at_28 = ["Identity" if layer == DROPOUT else layer for layer in step["layers"][:first_pool]]

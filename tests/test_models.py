@@ -190,9 +190,9 @@ def test_every_epoch_trains_in_a_fresh_order_drawn_from_the_seed(tmp_path):
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-def test_dropout_16_bit_masks_drops_with_probability_p_and_scales_what_it_keeps(layout):
+def test_dropout_by_gaps_drops_each_unit_with_probability_p_and_scales_what_it_keeps(layout):
     torch.manual_seed(0)
-    layer, p = common.Dropout16BitMasks(0.05), round(0.05 * 2**16) / 2**16  # p as the layer rounds it
+    layer, p = common.DropoutByGaps(0.05), 0.05
     x = torch.rand(64, 12, 28, 28).add_(0.5).contiguous(memory_format=layout).requires_grad_()
     out = layer(x)
     kept = out != 0
@@ -200,6 +200,11 @@ def test_dropout_16_bit_masks_drops_with_probability_p_and_scales_what_it_keeps(
     assert abs(dropped - p) < 4 * (p * (1 - p) / n) ** 0.5  # within 4 standard errors of p
     for share in 1 - kept.float().mean((0, 2, 3)):  # every channel, as often: no pattern across the layout
         assert abs(share.item() - p) < 4 * (p * (1 - p) / (n / 12)) ** 0.5
+    in_memory = ~kept.permute(0, 2, 3, 1) if layout == torch.channels_last else ~kept  # x's memory order
+    tail = in_memory.flatten()[-n // 20:].float().mean().item()  # the last units too: the gaps never run short
+    assert abs(tail - p) < 4 * (p * (1 - p) / (n / 20)) ** 0.5
+    pairs = (in_memory.flatten()[1:] & in_memory.flatten()[:-1]).float().mean().item()  # neighbours independent
+    assert abs(pairs - p * p) < 4 * (p * p / n) ** 0.5
     assert torch.allclose(out[kept], x[kept] / (1 - p))  # the kept units scaled by 1 / (1 - p): same mean
     out.sum().backward()
     assert torch.equal(x.grad, kept / (1 - p))  # the gradient flows through the kept units only, scaled alike
@@ -208,19 +213,19 @@ def test_dropout_16_bit_masks_drops_with_probability_p_and_scales_what_it_keeps(
     first = layer(x) != 0
     torch.manual_seed(1)
     assert torch.equal(layer(x) != 0, first)  # drawn from torch's seeded generator
-    assert torch.equal(layer.eval()(x), x) and torch.equal(common.Dropout16BitMasks(0.0)(x), x)
-    assert torch.equal(common.Dropout16BitMasks(1.0)(x), torch.zeros_like(x))
+    assert torch.equal(layer.eval()(x), x) and torch.equal(common.DropoutByGaps(0.0)(x), x)
+    assert torch.equal(common.DropoutByGaps(1.0)(x), torch.zeros_like(x))
 
 
-def test_dropout_16_bit_masks_keep_exactly_the_units_whose_bits_reach_the_threshold():
-    """The float mask is the comparison of each unit's 16 bits with the threshold, bit for bit."""
-    x = torch.rand(32, 12, 28, 28).add_(0.5).contiguous(memory_format=torch.channels_last)
-    torch.manual_seed(3)
-    out = common.Dropout16BitMasks(0.05)(x)
-    torch.manual_seed(3)
-    bits = torch.randint(-2**63, 2**63 - 1, (x.numel() // 4 + 1,)).view(torch.int16)[:x.numel()]
-    keep = bits.as_strided(x.shape, x.stride()) >= round(0.05 * 2**16) - 2**15
-    assert torch.equal(out, x * (keep * (2**16 / (2**16 - round(0.05 * 2**16)))))
+def test_dropout_by_gaps_draws_geometric_gaps():
+    """Runs of kept units between drops follow (1 - p)^k p, as independent drops give, here with p = 0.3."""
+    torch.manual_seed(2)
+    p, x = 0.3, torch.ones(400_000)
+    drops = (common.DropoutByGaps(0.3)(x) == 0).nonzero().flatten()
+    runs = torch.diff(drops) - 1  # kept units between two drops
+    for k in range(6):
+        share = (runs == k).float().mean().item()
+        assert abs(share - (1 - p) ** k * p) < 4 * ((1 - p) ** k * p / len(runs)) ** 0.5
 
 
 @pytest.mark.parametrize("channels, size", [(8, 28), (12, 28), (14, 12), (3, 7), (16, 10)])
