@@ -10,7 +10,7 @@ Target
 Result (`make all`, seed 1, CPU; results/step2_bn_gap.json)
     7,954 parameters, 0.70 M multiply-adds per image, receptive field 36 px.
     Final test accuracy 99.15%, its best epoch, with train accuracy at 99.19%; no epoch
-    at or above 99.4%. 14.5 s per epoch (training and test pass), 3.6 minutes for the step.
+    at or above 99.4%. 12.6 s per epoch (training and test pass), 3.2 minutes for the step.
 
 Analysis
     A third of step 1's parameters and half its multiply-adds, yet 0.17 points better on
@@ -21,7 +21,7 @@ Analysis
     the seconds per epoch, because on a CPU the BatchNorm and dropout passes over the 26x26
     and 24x24 maps cost more than the narrow convolutions themselves. It has only seen
     digits as they were written: moved by up to 4 pixels it reads 93.66% of them (step 3:
-    98.92%; results.md, robustness). Next (step 3): a learning-rate schedule that ends
+    98.87%; results.md, robustness). Next (step 3): a learning-rate schedule that ends
     low (steady last epochs), randomly rotated, zoomed and shifted training digits (more
     variety than 60,000 images give), and the parameters spent where the map is large.
 """

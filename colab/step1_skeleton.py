@@ -11,7 +11,7 @@ Target
 Result (`make all`, seed 1, CPU; results/step1_skeleton.json)
     22,586 parameters, 1.39 M multiply-adds per image, receptive field 36 px.
     Final test accuracy 98.98%, its best epoch, with train accuracy at 99.63%; no epoch at
-    or above 99.4%. 8.1 s per epoch (training and test pass), 2.0 minutes for the step.
+    or above 99.4%. 6.9 s per epoch (training and test pass), 1.7 minutes for the step.
 
 Analysis
     The structure works: without BatchNorm it still learns from the first epoch (97.55%

@@ -11,10 +11,10 @@ Target
 
 Result (`make all`: seed 1, 2 threads; `make seeds`: report seeds 31-40, 1 thread each; CPU)
     7,662 parameters, 1.65 M multiply-adds per image, receptive field 40 px. Seed 1: final
-    99.50% (best 99.52%), at or above 99.4% from epoch 7 on (timings: results.md). Seeds 31-40:
-    final 99.56% +- 0.05 (mean, sample std); worst of the last 5 epochs 99.45% (seed 35);
-    10 of 10 pass. Moved test digits (results.md): 97.72% rotated up to 30 degrees (step 2:
-    95.78%), 98.92% shifted 4 px (93.66%); but with strokes 1 px thinner 91.01%, below
+    99.61% (best 99.66%), at or above 99.4% from epoch 7 on (timings: results.md). Seeds 31-40:
+    final 99.56% +- 0.04 (mean, sample std); worst of the last 5 epochs 99.41% (seed 35);
+    10 of 10 pass. Moved test digits (results.md): 97.93% rotated up to 30 degrees (step 2:
+    95.78%), 98.87% shifted 4 px (93.66%); but with strokes 1 px thinner 90.73%, below
     step 1's 95.32%: the augmentation never thins a stroke.
 
 Analysis

@@ -293,7 +293,7 @@ CLAIMS = [
      lambda: design_on_report_seeds("x0.7-no-dropout-cosine-to-end")),
     ("README.md", r"on validation its worst\s+of the last 5 epochs was ([+-][\d.]+) ± ([\d.]+) against ([\w.-]+)'s",
      lambda: paired_worst_on_validation("x0.7-no-dropout-cosine-to-end", "x0.7-no-dropout")),
-    ("README.md", r"the convolutions\s+take ([\d.]+)% of its time and the max-pools ([\d.]+)%",
+    ("README.md", r"the convolutions\s+take ([\d.]+)% of its time, the max-pools ([\d.]+)%",
      lambda: (bench_share("aten::convolution_backward", "aten::mkldnn_convolution"),
               bench_share("aten::max_pool2d_with_indices"))),
     ("README.md", r"takes ([\d.]+) s against\s+([\d.]+) s at (\w+), the code before this speed work\s+\(([\d.]+)x of it",
