@@ -23,7 +23,7 @@ Analysis
     10 passes in 10 still allow a failure rate up to 26%: so a change is judged on many seeds,
     paired, on the validation split (EXPERIMENTS.md). Dropout stays from earlier test-set
     comparisons made before runs recorded their code (not paired like for like); it draws only
-    the gaps between drops (common.py): the same drops in less time. Where 7,662 stands: on
+    the gaps between drops (common.py): the same odds, in less time. Where 7,662 stands: on
     development seeds, every width x0.85 (5,768 parameters) passed 10 of 10 and
     x0.7 (3,833) 7 of 10; x0.7 without dropout and with its cosine run to the last step,
     chosen on validation, passed 1 of 10 of its own report seeds 41-50, the worst of its last 5
